@@ -1,0 +1,155 @@
+//! The native test kit: run a plugin's logic under plain `cargo test`, with
+//! no wasm and no host, against an in-memory store that enforces the host's
+//! rules (private tables, key/value limits, read-only queries, and
+//! all-or-nothing commands: an error or a panic discards the command's
+//! writes, as a trap does in the host).
+//!
+//! The store is per thread, and each [`Harness::new`] starts it empty, so
+//! tests (which cargo runs on separate threads) do not see each other.
+//!
+//! ```ignore
+//! let mut h = Harness::<Counter>::new();
+//! h.handle(Command::Add { amount: 2 }).unwrap();
+//! assert_eq!(h.query(Query::Total).unwrap(), 2);
+//! ```
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::backend::native::STATE;
+use crate::context::Level;
+use crate::error::Error;
+use crate::plugin::{Plugin, decode_json, encode_json};
+
+/// Raw contents of every table: table name → key bytes → value bytes.
+pub type Dump = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// Drives one plugin natively over the in-memory store of this thread.
+pub struct Harness<P: Plugin> {
+    sequence: u64,
+    timestamp_ms: u64,
+    _plugin: PhantomData<P>,
+}
+
+impl<P: Plugin> Default for Harness<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Plugin> Harness<P> {
+    /// A harness over an empty store. Does not call `init`.
+    pub fn new() -> Self {
+        STATE.with_borrow_mut(|s| *s = Default::default());
+        Self {
+            sequence: 0,
+            timestamp_ms: 1_700_000_000_000,
+            _plugin: PhantomData,
+        }
+    }
+
+    /// A harness over an empty store, initialised with `config` as the host
+    /// does on first deployment.
+    pub fn with_config(config: P::Config) -> Result<Self, Error> {
+        let mut h = Self::new();
+        h.run_atomic(|| P::init(config))?;
+        Ok(h)
+    }
+
+    /// Sets the timestamp the next commands see (the host uses the time it
+    /// journaled the command). Each command otherwise advances it by 1 ms.
+    pub fn set_timestamp_ms(&mut self, timestamp_ms: u64) {
+        self.timestamp_ms = timestamp_ms;
+    }
+
+    /// The sequence number of the last command run.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    fn run_atomic<T>(&mut self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        self.sequence += 1;
+        self.timestamp_ms += 1;
+        let (seq, ts) = (self.sequence, self.timestamp_ms);
+        STATE.with_borrow_mut(|s| {
+            s.undo = Some(Vec::new());
+            s.read_only = false;
+            s.sequence = seq;
+            s.timestamp_ms = ts;
+        });
+        let outcome = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".to_owned());
+                Err(Error::new("trap", why))
+            }
+        };
+        STATE.with_borrow_mut(|s| {
+            let undo = s.undo.take().unwrap_or_default();
+            if outcome.is_err() {
+                for (table, key, old) in undo.into_iter().rev() {
+                    let t = s.tables.entry(table).or_default();
+                    match old {
+                        Some(v) => t.insert(key, v),
+                        None => t.remove(&key),
+                    };
+                }
+            }
+            s.tables.retain(|_, t| !t.is_empty());
+        });
+        outcome
+    }
+
+    /// Runs a command atomically: on error or panic its writes are undone.
+    pub fn handle(&mut self, command: P::Command) -> Result<P::Response, Error> {
+        self.run_atomic(|| P::handle(command))
+    }
+
+    /// Runs a command given as JSON, exactly as the component receives it.
+    pub fn handle_json(&mut self, command: &str) -> Result<serde_json::Value, Error> {
+        let bytes = self.run_atomic(|| {
+            let command = decode_json("command", command.as_bytes())?;
+            encode_json(&P::handle(command)?)
+        })?;
+        Ok(serde_json::from_slice(&bytes).expect("plugin responses are JSON"))
+    }
+
+    /// Runs `migrate(from_schema)` atomically.
+    pub fn migrate(&mut self, from_schema: u32) -> Result<(), Error> {
+        self.run_atomic(|| P::migrate(from_schema))
+    }
+
+    /// Answers a query; any write it attempts is refused.
+    pub fn query(&self, request: P::Query) -> Result<P::QueryResponse, Error> {
+        STATE.with_borrow_mut(|s| {
+            s.read_only = true;
+            s.sequence = 0;
+        });
+        let result = catch_unwind(AssertUnwindSafe(|| P::query(request)))
+            .unwrap_or_else(|_| Err(Error::new("trap", "query panicked")));
+        STATE.with_borrow_mut(|s| s.read_only = false);
+        result
+    }
+
+    /// Answers a query given as JSON.
+    pub fn query_json(&self, request: &str) -> Result<serde_json::Value, Error> {
+        let request = decode_json("query", request.as_bytes())?;
+        let response = self.query(request)?;
+        Ok(serde_json::to_value(response).expect("plugin responses are JSON"))
+    }
+
+    /// A copy of every table's raw contents, to compare states.
+    pub fn dump(&self) -> Dump {
+        STATE.with_borrow(|s| s.tables.clone())
+    }
+
+    /// Log lines written so far, oldest first.
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        STATE.with_borrow(|s| s.logs.clone())
+    }
+}

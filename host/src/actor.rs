@@ -1,0 +1,224 @@
+//! Per plugin, an actor thread that owns the plugin's [`Executor`] and
+//! drains its queue in batches: every command waiting (up to the batch
+//! size, after an optional commit window) runs in one write transaction,
+//! one durable commit, and only then is each acknowledged. Queries are
+//! answered between batches, from committed state. Upgrades run at a batch
+//! boundary; commands that arrive meanwhile wait in the queue.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::config::BatchConfig;
+use crate::error::HostError;
+use crate::executor::{Call, Committed, Executor, Scheduled};
+use crate::limits::QUEUE_COMMANDS_MAX;
+use crate::runtime::LoadedComponent;
+use crate::storage::{Deployment, Outcome, PluginRecord};
+
+/// What a committed command returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The command's sequence number.
+    pub sequence: u64,
+    /// The plugin's response (JSON bytes).
+    pub response: Vec<u8>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, HostError>>;
+
+/// A message to an actor.
+pub(crate) enum Request {
+    Command {
+        call: Scheduled,
+        reply: Reply<Receipt>,
+    },
+    Query {
+        bytes: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    Upgrade {
+        component: LoadedComponent,
+        forced: Option<(u64, u64)>,
+        reply: Reply<Deployment>,
+    },
+}
+
+/// The handle the host keeps for a running actor.
+pub(crate) struct ActorHandle {
+    tx: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    pub(crate) record: Arc<RwLock<PluginRecord>>,
+    halt: Arc<AtomicBool>,
+}
+
+impl ActorHandle {
+    /// Starts the actor thread for `executor`.
+    pub(crate) fn spawn(executor: Executor, batch: BatchConfig) -> std::io::Result<ActorHandle> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_COMMANDS_MAX);
+        let record = executor.published();
+        let halt = Arc::new(AtomicBool::new(false));
+        let name = executor.record().name.clone();
+        let actor = Actor {
+            executor,
+            rx,
+            batch,
+            halt: halt.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("keel-{name}"))
+            .spawn(move || actor.run())?;
+        Ok(ActorHandle {
+            tx: Some(tx),
+            thread: Some(thread),
+            record,
+            halt,
+        })
+    }
+
+    /// Queues a request; refuses when the queue is full.
+    pub(crate) fn send(&self, request: Request, plugin: &str) -> Result<(), HostError> {
+        let tx = self.tx.as_ref().ok_or(HostError::Stopped)?;
+        tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => HostError::Overloaded(plugin.to_owned()),
+            TrySendError::Disconnected(_) => HostError::Stopped,
+        })
+    }
+
+    /// Commands waiting in the queue.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.tx.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Stops after the queued work is done.
+    pub(crate) fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("a plugin actor panicked while stopping");
+        }
+    }
+
+    /// Stops at once: the batch in progress is not committed and queued
+    /// work is dropped unanswered, as in a crash.
+    pub(crate) fn halt(&mut self) {
+        self.halt.store(true, Ordering::Release);
+        self.stop();
+    }
+}
+
+struct Actor {
+    executor: Executor,
+    rx: Receiver<Request>,
+    batch: BatchConfig,
+    halt: Arc<AtomicBool>,
+}
+
+impl Actor {
+    fn run(mut self) {
+        let plugin = self.executor.record().name.clone();
+        let span = tracing::info_span!("plugin", plugin = %plugin);
+        let _enter = span.enter();
+        while let Ok(first) = self.rx.recv() {
+            if self.halt.load(Ordering::Acquire) {
+                return;
+            }
+            let requests = self.collect(first);
+            self.process(requests);
+        }
+    }
+
+    /// The first request plus whatever else is queued (up to the batch
+    /// size), waiting up to the commit window for more.
+    fn collect(&self, first: Request) -> Vec<Request> {
+        let mut requests = vec![first];
+        let window = Duration::from_micros(self.batch.commit_window_us);
+        let deadline = Instant::now() + window;
+        while requests.len() < self.batch.max_commands {
+            match self.rx.try_recv() {
+                Ok(r) => requests.push(r),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    match self.rx.recv_timeout(deadline - now) {
+                        Ok(r) => requests.push(r),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+        }
+        requests
+    }
+
+    fn process(&mut self, requests: Vec<Request>) {
+        let mut commands = Vec::new();
+        let mut queries = Vec::new();
+        for request in requests {
+            match request {
+                Request::Command { call, reply } => commands.push((call, reply)),
+                Request::Query { bytes, reply } => queries.push((bytes, reply)),
+                Request::Upgrade {
+                    component,
+                    forced,
+                    reply,
+                } => {
+                    // An upgrade is a batch boundary: commit what came before it.
+                    self.commit(std::mem::take(&mut commands));
+                    let _ = reply.send(self.executor.upgrade(component, forced));
+                }
+            }
+        }
+        self.commit(commands);
+        for (bytes, reply) in queries {
+            let _ = reply.send(self.executor.query(&bytes));
+        }
+    }
+
+    fn commit(&mut self, commands: Vec<(Scheduled, Reply<Receipt>)>) {
+        if commands.is_empty() {
+            return;
+        }
+        let (calls, replies): (Vec<_>, Vec<_>) = commands.into_iter().unzip();
+        if self.halt.load(Ordering::Acquire) {
+            return;
+        }
+        match self.executor.run_batch(calls) {
+            Ok(results) => {
+                for (reply, Committed { sequence, outcome }) in replies.into_iter().zip(results) {
+                    let answer = match outcome {
+                        Outcome::Ok(response) => Ok(Receipt { sequence, response }),
+                        Outcome::Err { code, message } => Err(HostError::Rejected {
+                            sequence,
+                            code,
+                            message,
+                        }),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed; no command of the batch is acknowledged");
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(HostError::Storage(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// A command to run now, with host-assigned sequence and timestamp.
+pub(crate) fn command(bytes: Vec<u8>) -> Scheduled {
+    Scheduled {
+        call: Call::Command(bytes),
+        forced: None,
+    }
+}

@@ -1,0 +1,403 @@
+//! The `keel` command line: `serve` runs a host; the other commands are
+//! HTTP clients of a running host, except `verify` and `journal`, which
+//! read a stopped host's data directory.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::HostConfig;
+use crate::host::Host;
+use crate::state_hash::hex;
+use crate::storage::{Db, Durability};
+
+/// Keel: a WebAssembly-pluggable storage host.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Address of the running host.
+    #[arg(long, env = "KEEL_ADDR", default_value = "http://127.0.0.1:7700")]
+    addr: String,
+    /// API token, when the host requires one.
+    #[arg(long, env = "KEEL_TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the host: opens the data directory, deploys the configured
+    /// plugins and serves the HTTP API.
+    Serve {
+        /// Configuration file (TOML). Without one, the defaults apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides `listen` from the configuration.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Overrides `data_dir` from the configuration.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Sends a command (JSON) to a plugin and prints the response once durable.
+    Call {
+        /// Plugin name.
+        plugin: String,
+        /// The command, as JSON.
+        command: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Runs a read-only query (JSON) against a plugin.
+    Query {
+        /// Plugin name.
+        plugin: String,
+        /// The query, as JSON.
+        request: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lists plugins with version, schema, last sequence and state hash.
+    Plugins {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Shows the host's status, durability mode included.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deploys a component file: a new plugin, or a hot-swap of a running one.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// JSON given to `init` when the plugin is new.
+        #[arg(long)]
+        config: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Makes an earlier deployed version of a plugin active again.
+    Rollback {
+        /// Plugin name.
+        plugin: String,
+        /// Module hash (hex) of the version to restore, as `keel plugins` lists it.
+        module_hash: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Replays the journal of a stopped host into a scratch database and
+    /// checks that every plugin's state hash is reproduced exactly.
+    Verify {
+        /// The host's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Prints a plugin's journal entries as JSON lines.
+    Journal {
+        /// The host's data directory (host stopped).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Plugin name.
+        plugin: String,
+        /// First sequence to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most entries to print.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config, listen, data_dir),
+        Command::Call {
+            plugin,
+            command,
+            client,
+        } => client_post(
+            &client,
+            &format!("/v1/plugins/{plugin}/commands"),
+            command.into_bytes(),
+        ),
+        Command::Query {
+            plugin,
+            request,
+            client,
+        } => client_post(
+            &client,
+            &format!("/v1/plugins/{plugin}/queries"),
+            request.into_bytes(),
+        ),
+        Command::Plugins { client } => client_get(&client, "/v1/plugins"),
+        Command::Status { client } => client_get(&client, "/v1/status"),
+        Command::Deploy {
+            file,
+            config,
+            client,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut path = "/v1/plugins".to_owned();
+            if let Some(config) = config {
+                serde_json::from_str::<serde_json::Value>(&config)
+                    .context("--config is not valid JSON")?;
+                path = format!("{path}?config={}", url_encode(&config));
+            }
+            client_post(&client, &path, bytes)
+        }
+        Command::Rollback {
+            plugin,
+            module_hash,
+            client,
+        } => client_post(
+            &client,
+            &format!("/v1/plugins/{plugin}/rollback/{module_hash}"),
+            Vec::new(),
+        ),
+        Command::Verify { data_dir } => verify(data_dir),
+        Command::Journal {
+            data_dir,
+            plugin,
+            from,
+            limit,
+        } => journal(data_dir, &plugin, from, limit),
+    }
+}
+
+fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut config = match config {
+        Some(path) => HostConfig::load(&path)?,
+        None => HostConfig::default(),
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listen = config.listen;
+    let durability = config.durability;
+    let host = Arc::new(Host::open(config)?);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts wait for this line.
+    println!(
+        "keel listening on http://{local} (durability: {})",
+        durability.as_str()
+    );
+    std::io::stdout().flush().ok();
+    tracing::info!(%local, durability = durability.as_str(), "serving");
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    };
+    runtime.block_on(crate::http::serve(host.clone(), listener, shutdown))?;
+    drop(runtime);
+    match Arc::try_unwrap(host) {
+        Ok(host) => host.shutdown(),
+        Err(_) => tracing::warn!("requests still hold the host; exiting without draining"),
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent(client: &ClientArgs) -> (ureq::Agent, Option<String>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    (agent, client.token.as_ref().map(|t| format!("Bearer {t}")))
+}
+
+fn finish(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<ExitCode> {
+    let status = response.status();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .context("reading the response")?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("HTTP {status}\n{pretty}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn client_get(client: &ClientArgs, path: &str) -> anyhow::Result<ExitCode> {
+    let (agent, auth) = agent(client);
+    let url = format!("{}{path}", client.addr.trim_end_matches('/'));
+    let mut req = agent.get(&url);
+    if let Some(auth) = &auth {
+        req = req.header("Authorization", auth);
+    }
+    finish(req.call().with_context(|| format!("connecting to {url}"))?)
+}
+
+fn client_post(client: &ClientArgs, path: &str, body: Vec<u8>) -> anyhow::Result<ExitCode> {
+    let (agent, auth) = agent(client);
+    let url = format!("{}{path}", client.addr.trim_end_matches('/'));
+    let mut req = agent.post(&url);
+    if let Some(auth) = &auth {
+        req = req.header("Authorization", auth);
+    }
+    finish(
+        req.send(&body[..])
+            .with_context(|| format!("connecting to {url}"))?,
+    )
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn verify(data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let db = Db::open(&data_dir.join("keel.redb"), Durability::Immediate).with_context(|| {
+        format!(
+            "opening {} (is the host still running?)",
+            data_dir.display()
+        )
+    })?;
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let results = crate::replay::replay(&db, scratch.path(), |plugin, done, total| {
+        eprint!("\rreplaying {plugin}: {done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+    })?;
+    let mut ok = true;
+    for v in &results {
+        let verdict = if v.ok() { "OK" } else { "MISMATCH" };
+        ok &= v.ok();
+        println!(
+            "{verdict:8} {:16} entries {:>9}  stored {}  replayed {}",
+            v.plugin,
+            v.entries,
+            &v.stored_hash[..16],
+            &v.replayed_hash[..16]
+        );
+        if !v.response_mismatches.is_empty() {
+            println!(
+                "         responses differ at sequences {:?}",
+                v.response_mismatches
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Result<ExitCode> {
+    let db = Db::open(&data_dir.join("keel.redb"), Durability::Immediate).with_context(|| {
+        format!(
+            "opening {} (is the host still running?)",
+            data_dir.display()
+        )
+    })?;
+    let record = db
+        .plugins()?
+        .into_iter()
+        .find(|r| r.name == plugin)
+        .with_context(|| format!("no plugin named {plugin:?} in {}", data_dir.display()))?;
+    let to = from.saturating_add(limit.saturating_sub(1));
+    for entry in db.journal(record.id, from, to)? {
+        let (kind, payload) = match &entry.kind {
+            crate::storage::EntryKind::Init { config } => {
+                ("init", String::from_utf8_lossy(config).into_owned())
+            }
+            crate::storage::EntryKind::Command { bytes } => {
+                ("command", String::from_utf8_lossy(bytes).into_owned())
+            }
+            crate::storage::EntryKind::Migrate { from_schema, .. } => {
+                ("migrate", format!("from schema {from_schema}"))
+            }
+        };
+        let outcome = match &entry.outcome {
+            crate::storage::Outcome::Ok(r) => serde_json::json!({"ok": String::from_utf8_lossy(r)}),
+            crate::storage::Outcome::Err { code, message } => {
+                serde_json::json!({"err": {"code": code, "message": message}})
+            }
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "sequence": entry.sequence,
+                "timestamp_ms": entry.timestamp_ms,
+                "module": hex(&entry.module_hash),
+                "kind": kind,
+                "payload": payload,
+                "outcome": outcome,
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

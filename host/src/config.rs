@@ -1,0 +1,171 @@
+//! The host's configuration (`keel.toml`). Every field has a default, so an
+//! empty file is a valid configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+use crate::storage::Durability;
+
+/// Per-call limits applied to every plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel (≈ wasm instructions) per command or query; deterministic.
+    pub fuel_per_call: u64,
+    /// Wall-clock backstop per call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes_max: usize,
+    /// Largest command or query payload, in bytes.
+    pub command_bytes_max: usize,
+    /// Largest key, in bytes.
+    pub key_bytes_max: usize,
+    /// Largest value, in bytes.
+    pub value_bytes_max: usize,
+    /// Most bytes one command may write.
+    pub write_set_bytes_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel_per_call: limits::FUEL_PER_COMMAND,
+            deadline_ms: limits::CALL_DEADLINE_MS,
+            memory_bytes_max: limits::INSTANCE_MEMORY_BYTES_MAX,
+            command_bytes_max: limits::COMMAND_SIZE_BYTES_MAX,
+            key_bytes_max: limits::KEY_SIZE_BYTES_MAX,
+            value_bytes_max: limits::VALUE_SIZE_BYTES_MAX,
+            write_set_bytes_max: limits::WRITE_SET_SIZE_BYTES_MAX,
+        }
+    }
+}
+
+/// Group-commit settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most commands per group commit.
+    pub max_commands: usize,
+    /// How long the first command of a batch may wait for company, in
+    /// microseconds (0: commit whatever is queued at once).
+    pub commit_window_us: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_commands: limits::BATCH_COMMANDS_MAX,
+            commit_window_us: 0,
+        }
+    }
+}
+
+/// A plugin to deploy at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Name of a plugin bundled with the `keel` binary (`counter`, ...).
+    #[serde(default)]
+    pub bundled: Option<String>,
+    /// Path of a component file (relative to the config file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Configuration given to `init` on first deployment.
+    #[serde(default)]
+    pub config: Option<toml::Value>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Directory for the database and the compiled-component cache.
+    pub data_dir: PathBuf,
+    /// Directory for compiled components (default: `<data_dir>/cache`).
+    /// Safe to share between hosts: entries are content-addressed.
+    pub cache_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Commit durability; `relaxed` must be chosen explicitly.
+    pub durability: Durability,
+    /// Bearer token required by the HTTP API when set.
+    pub token: Option<String>,
+    /// Group commit.
+    pub batch: BatchConfig,
+    /// Per-call limits.
+    pub limits: Limits,
+    /// Plugins to deploy at start-up (kept across restarts once deployed).
+    #[serde(rename = "plugin")]
+    pub plugins: Vec<PluginSpec>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("keel-data"),
+            cache_dir: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            durability: Durability::Immediate,
+            token: None,
+            batch: BatchConfig::default(),
+            limits: Limits::default(),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// Reads a TOML file; relative paths in it are taken from its directory.
+    pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut config: HostConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        for spec in &mut config.plugins {
+            if let Some(p) = &spec.path
+                && p.is_relative()
+            {
+                spec.path = Some(base.join(p));
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.batch.max_commands >= 1,
+            "batch.max_commands must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.fuel_per_call >= 1_000,
+            "limits.fuel_per_call must be at least 1000"
+        );
+        anyhow::ensure!(
+            self.limits.deadline_ms >= limits::EPOCH_TICK_MS,
+            "limits.deadline_ms must be at least {} ms",
+            limits::EPOCH_TICK_MS
+        );
+        anyhow::ensure!(
+            self.limits.memory_bytes_max >= 1 << 20,
+            "limits.memory_bytes_max must be at least 1 MiB"
+        );
+        for (i, spec) in self.plugins.iter().enumerate() {
+            anyhow::ensure!(
+                spec.bundled.is_some() != spec.path.is_some(),
+                "plugin #{} must name exactly one of `bundled` or `path`",
+                i + 1
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,521 @@
+//! [`Host`]: the in-process API. The CLI, the HTTP server, the test kit and
+//! the benchmarks all drive Keel through it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::actor::{self, ActorHandle, Receipt, Request};
+use crate::config::{HostConfig, PluginSpec};
+use crate::error::HostError;
+use crate::executor::{Executor, Scheduled};
+use crate::limits::PLUGIN_NAME_SIZE_BYTES_MAX;
+use crate::runtime::{LoadedComponent, Runtime};
+use crate::state_hash::hex;
+use crate::storage::{Db, Deployment, Durability, PluginRecord};
+
+/// A plugin's status, as listed by the API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PluginStatus {
+    /// Host-assigned id (the prefix of the plugin's keys in storage).
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Active version string.
+    pub version: String,
+    /// Active schema.
+    pub schema: u32,
+    /// BLAKE3 of the active component (hex).
+    pub module_hash: String,
+    /// Sequence of the last committed command.
+    pub last_sequence: u64,
+    /// State hash after the last committed command (hex).
+    pub state_hash: String,
+    /// Commands waiting in the queue.
+    pub queued: usize,
+    /// Every deployed version, oldest first.
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+/// One deployed version.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeploymentStatus {
+    /// BLAKE3 of the component (hex).
+    pub module_hash: String,
+    /// Version string.
+    pub version: String,
+    /// Schema.
+    pub schema: u32,
+    /// Sequence at which it became active.
+    pub sequence: u64,
+}
+
+impl From<&Deployment> for DeploymentStatus {
+    fn from(d: &Deployment) -> Self {
+        Self {
+            module_hash: hex(&d.module_hash),
+            version: d.version.clone(),
+            schema: d.schema,
+            sequence: d.sequence,
+        }
+    }
+}
+
+impl PluginStatus {
+    fn from_record(record: &PluginRecord, queued: usize) -> Self {
+        let active = record.active();
+        Self {
+            id: record.id,
+            name: record.name.clone(),
+            version: active.version.clone(),
+            schema: active.schema,
+            module_hash: hex(&active.module_hash),
+            last_sequence: record.last_sequence,
+            state_hash: record.state_hash.to_hex(),
+            queued,
+            deployments: record
+                .deployments
+                .iter()
+                .map(DeploymentStatus::from)
+                .collect(),
+        }
+    }
+}
+
+/// The host's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    /// Durability mode, named in full (relaxed mode says it is not crash-safe).
+    pub durability: &'static str,
+    /// Group-commit batch size.
+    pub batch_max_commands: usize,
+    /// Every plugin.
+    pub plugins: Vec<PluginStatus>,
+}
+
+struct PluginSlot {
+    actor: ActorHandle,
+}
+
+/// A running host: a database, a runtime and one actor per plugin.
+pub struct Host {
+    db: Db,
+    runtime: Arc<Runtime>,
+    config: HostConfig,
+    plugins: RwLock<BTreeMap<String, PluginSlot>>,
+    /// Serialises deployments (first deploy and upgrades).
+    deploy_lock: std::sync::Mutex<()>,
+}
+
+fn validate_plugin_name(name: &str) -> Result<(), HostError> {
+    let ok = !name.is_empty()
+        && name.len() <= PLUGIN_NAME_SIZE_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(HostError::Deploy(format!(
+            "plugin name {name:?} must be 1..={PLUGIN_NAME_SIZE_BYTES_MAX} bytes of [a-z0-9_-]"
+        )))
+    }
+}
+
+fn check_json(what: &'static str, bytes: &[u8], limit: usize) -> Result<(), HostError> {
+    if bytes.len() > limit {
+        return Err(HostError::TooLarge {
+            what,
+            size: bytes.len(),
+            limit,
+        });
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| HostError::BadJson {
+        what,
+        why: e.to_string(),
+    })?;
+    Ok(())
+}
+
+impl Host {
+    /// Opens the data directory, restarts every plugin deployed there, then
+    /// deploys (or upgrades to) the plugins the configuration names.
+    pub fn open(config: HostConfig) -> anyhow::Result<Host> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let db = Db::open(&config.data_dir.join("keel.redb"), config.durability)
+            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+        let cache_dir = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("cache"));
+        let runtime = Arc::new(Runtime::new(&cache_dir)?);
+        if config.durability == Durability::Relaxed {
+            tracing::warn!(
+                "durability is RELAXED: commits are not fsynced, a crash may lose acknowledged commands"
+            );
+        }
+        let host = Host {
+            db,
+            runtime,
+            config,
+            plugins: RwLock::new(BTreeMap::new()),
+            deploy_lock: std::sync::Mutex::new(()),
+        };
+        for record in host.db.plugins()? {
+            let hash = record.active().module_hash;
+            let bytes = host.db.module(&hash)?.with_context(|| {
+                format!("module {} of plugin {} is missing", hex(&hash), record.name)
+            })?;
+            let component = host
+                .runtime
+                .load(&bytes)
+                .with_context(|| format!("loading plugin {}", record.name))?;
+            tracing::info!(plugin = %record.name, last_sequence = record.last_sequence, "plugin restored");
+            host.start(record, component)?;
+        }
+        for spec in host.config.plugins.clone() {
+            let (bytes, config) = read_spec(&spec)?;
+            host.deploy(&bytes, config.as_deref())
+                .map_err(|e| anyhow::anyhow!("deploying {}: {e}", spec_label(&spec)))?;
+        }
+        Ok(host)
+    }
+
+    fn start(&self, record: PluginRecord, component: LoadedComponent) -> anyhow::Result<()> {
+        let executor = Executor::new(
+            self.db.clone(),
+            self.runtime.engine().clone(),
+            component,
+            record,
+            self.config.limits,
+        );
+        self.spawn(executor)
+    }
+
+    fn spawn(&self, executor: Executor) -> anyhow::Result<()> {
+        let name = executor.record().name.clone();
+        let actor =
+            ActorHandle::spawn(executor, self.config.batch).context("starting a plugin thread")?;
+        self.plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, PluginSlot { actor });
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// The database (for tests, dumps and replay).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Validates and compiles a component without deploying it.
+    pub fn load_component(&self, bytes: &[u8]) -> Result<LoadedComponent, HostError> {
+        Ok(self.runtime.load(bytes)?)
+    }
+
+    /// Deploys a component: a new plugin runs `init(config)` (JSON, `{}` by
+    /// default); a new version of a running plugin hot-swaps it (pause at a
+    /// batch boundary, `migrate`, commit or keep the old version). Deploying
+    /// the active version again changes nothing.
+    pub fn deploy(&self, bytes: &[u8], config: Option<&[u8]>) -> Result<PluginStatus, HostError> {
+        let component = self.runtime.load(bytes)?;
+        self.deploy_loaded(component, config, None)
+    }
+
+    pub(crate) fn deploy_loaded(
+        &self,
+        component: LoadedComponent,
+        config: Option<&[u8]>,
+        forced: Option<(u64, u64)>,
+    ) -> Result<PluginStatus, HostError> {
+        let _guard = self.deploy_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut probe = crate::runtime::PluginInstance::new(
+            self.runtime.engine(),
+            component.clone(),
+            "deploying".into(),
+            u32::MAX,
+            self.config.limits,
+        );
+        let info = probe
+            .info()
+            .map_err(|e| HostError::Deploy(format!("the component's info() failed: {e}")))?;
+        validate_plugin_name(&info.name)?;
+        let running = self
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&info.name);
+        if running {
+            let active = self.plugin(&info.name)?;
+            if active.module_hash == hex(&component.hash) {
+                return Ok(active);
+            }
+            let (reply, rx) = oneshot::channel();
+            self.send(
+                &info.name,
+                Request::Upgrade {
+                    component,
+                    forced,
+                    reply,
+                },
+            )?;
+            rx.blocking_recv().map_err(|_| HostError::Stopped)??;
+            tracing::info!(plugin = %info.name, version = %info.version, "plugin upgraded");
+            return self.plugin(&info.name);
+        }
+        let config = config.unwrap_or(b"{}").to_vec();
+        check_json("config", &config, self.config.limits.command_bytes_max)?;
+        let id = self.next_plugin_id()?;
+        let executor = Executor::create(
+            self.db.clone(),
+            self.runtime.engine().clone(),
+            component,
+            id,
+            &info,
+            config,
+            forced.map(|(_, ts)| ts),
+            self.config.limits,
+        )?;
+        self.spawn(executor)
+            .map_err(|e| HostError::Deploy(format!("{e:#}")))?;
+        tracing::info!(plugin = %info.name, version = %info.version, "plugin deployed");
+        self.plugin(&info.name)
+    }
+
+    fn next_plugin_id(&self) -> Result<u32, HostError> {
+        let max = self.db.plugins()?.iter().map(|r| r.id).max().unwrap_or(0);
+        max.checked_add(1)
+            .ok_or_else(|| HostError::Deploy("no plugin ids left".into()))
+    }
+
+    /// Makes an earlier deployed version (by module hash, hex) active again,
+    /// through the same hot-swap path.
+    pub fn rollback(&self, plugin: &str, module_hash_hex: &str) -> Result<PluginStatus, HostError> {
+        let status = self.plugin(plugin)?;
+        let known = status
+            .deployments
+            .iter()
+            .any(|d| d.module_hash == module_hash_hex);
+        if !known {
+            return Err(HostError::Deploy(format!(
+                "plugin {plugin} never ran a module with hash {module_hash_hex}"
+            )));
+        }
+        let hash = parse_hash(module_hash_hex)?;
+        let bytes = self.db.module(&hash)?.ok_or_else(|| {
+            HostError::Deploy(format!(
+                "module {module_hash_hex} is missing from the database"
+            ))
+        })?;
+        self.deploy(&bytes, None)
+    }
+
+    fn send(&self, plugin: &str, request: Request) -> Result<(), HostError> {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        let slot = plugins
+            .get(plugin)
+            .ok_or_else(|| HostError::UnknownPlugin(plugin.to_owned()))?;
+        slot.actor.send(request, plugin)
+    }
+
+    fn enqueue_command(
+        &self,
+        plugin: &str,
+        call: Scheduled,
+    ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(plugin, Request::Command { call, reply })?;
+        Ok(rx)
+    }
+
+    fn enqueue(
+        &self,
+        plugin: &str,
+        command: &[u8],
+    ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
+        check_json("command", command, self.config.limits.command_bytes_max)?;
+        self.enqueue_command(plugin, actor::command(command.to_vec()))
+    }
+
+    /// Submits a command and waits until it is durably committed (or
+    /// refused). Blocking: not for use inside an async runtime.
+    pub fn submit(&self, plugin: &str, command: &[u8]) -> Result<Receipt, HostError> {
+        self.enqueue(plugin, command)?
+            .blocking_recv()
+            .map_err(|_| HostError::Stopped)?
+    }
+
+    /// Submits a command and waits for its commit, asynchronously.
+    pub async fn submit_async(&self, plugin: &str, command: &[u8]) -> Result<Receipt, HostError> {
+        self.enqueue(plugin, command)?
+            .await
+            .map_err(|_| HostError::Stopped)?
+    }
+
+    /// Submits a command without waiting; the receiver yields the outcome
+    /// once committed. Lets one client keep many commands in flight.
+    pub fn submit_pipelined(
+        &self,
+        plugin: &str,
+        command: &[u8],
+    ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
+        self.enqueue(plugin, command)
+    }
+
+    pub(crate) fn enqueue_scheduled(
+        &self,
+        plugin: &str,
+        call: Scheduled,
+    ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
+        self.enqueue_command(plugin, call)
+    }
+
+    fn enqueue_query(
+        &self,
+        plugin: &str,
+        request: &[u8],
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>, HostError>>, HostError> {
+        check_json("query", request, self.config.limits.command_bytes_max)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            plugin,
+            Request::Query {
+                bytes: request.to_vec(),
+                reply,
+            },
+        )?;
+        Ok(rx)
+    }
+
+    /// Runs a read-only query against committed state. Blocking.
+    pub fn query(&self, plugin: &str, request: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.enqueue_query(plugin, request)?
+            .blocking_recv()
+            .map_err(|_| HostError::Stopped)?
+    }
+
+    /// Runs a read-only query, asynchronously.
+    pub async fn query_async(&self, plugin: &str, request: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.enqueue_query(plugin, request)?
+            .await
+            .map_err(|_| HostError::Stopped)?
+    }
+
+    /// One plugin's status.
+    pub fn plugin(&self, name: &str) -> Result<PluginStatus, HostError> {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        let slot = plugins
+            .get(name)
+            .ok_or_else(|| HostError::UnknownPlugin(name.to_owned()))?;
+        let record = slot.actor.record.read().unwrap_or_else(|p| p.into_inner());
+        Ok(PluginStatus::from_record(&record, slot.actor.queue_len()))
+    }
+
+    /// Every plugin's status, by name.
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        plugins
+            .values()
+            .map(|slot| {
+                let record = slot.actor.record.read().unwrap_or_else(|p| p.into_inner());
+                PluginStatus::from_record(&record, slot.actor.queue_len())
+            })
+            .collect()
+    }
+
+    /// The host's status.
+    pub fn status(&self) -> HostStatus {
+        HostStatus {
+            durability: self.config.durability.as_str(),
+            batch_max_commands: self.config.batch.max_commands,
+            plugins: self.plugins(),
+        }
+    }
+
+    /// Stops cleanly: every queued command is committed and answered.
+    pub fn shutdown(self) {
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        for slot in plugins.values_mut() {
+            slot.actor.stop();
+        }
+    }
+
+    /// Stops as a crash would: the batch in progress is not committed and
+    /// queued commands are never answered. For tests of recovery.
+    pub fn crash(self) {
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        for slot in plugins.values_mut() {
+            slot.actor.halt();
+        }
+    }
+}
+
+fn spec_label(spec: &PluginSpec) -> String {
+    match (&spec.bundled, &spec.path) {
+        (Some(name), _) => format!("bundled plugin {name}"),
+        (_, Some(path)) => path.display().to_string(),
+        _ => "plugin".into(),
+    }
+}
+
+fn read_spec(spec: &PluginSpec) -> anyhow::Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let path = match (&spec.bundled, &spec.path) {
+        (Some(name), _) => bundled_path(name)?,
+        (_, Some(path)) => path.clone(),
+        _ => anyhow::bail!("plugin entry names neither `bundled` nor `path`"),
+    };
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("reading component {}", path.display()))?;
+    let config = spec
+        .config
+        .as_ref()
+        .map(serde_json::to_vec)
+        .transpose()
+        .context("converting plugin config to JSON")?;
+    Ok((bytes, config))
+}
+
+#[cfg(feature = "bundled-plugins")]
+fn bundled_path(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    keel_plugins::path(name).map(Into::into).with_context(|| {
+        let names: Vec<_> = keel_plugins::ALL.iter().map(|(n, _)| *n).collect();
+        format!(
+            "no bundled plugin named {name:?} (bundled: {})",
+            names.join(", ")
+        )
+    })
+}
+
+#[cfg(not(feature = "bundled-plugins"))]
+fn bundled_path(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    anyhow::bail!("this keel binary was built without bundled plugins; use `path` for {name:?}")
+}
+
+/// Parses a 64-hex-digit module hash.
+pub fn parse_hash(text: &str) -> Result<[u8; 32], HostError> {
+    let bad = || HostError::Deploy(format!("{text:?} is not a 64-hex-digit module hash"));
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Reads a component file from disk (a helper for the CLI and tests).
+pub fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading component {}", path.display()))
+}

@@ -1,0 +1,21 @@
+//! The Keel host library: everything the `keel` binary, the HTTP server and
+//! the tests use. See ARCHITECTURE.md at the repository root for the map.
+
+pub mod actor;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod host;
+pub mod http;
+pub mod limits;
+pub mod runtime;
+pub mod state_hash;
+pub mod storage;
+
+pub use config::{HostConfig, Limits};
+pub use error::HostError;
+pub use host::{Host, HostStatus, PluginStatus};
+pub use storage::Durability;
+pub mod replay;
+pub mod testkit;

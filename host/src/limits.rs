@@ -1,0 +1,45 @@
+//! Named limits, units last. Every number a plugin or a client controls is
+//! clamped by one of these (or by the configured value that overrides it).
+
+/// Longest command or query payload accepted, in bytes (default).
+pub const COMMAND_SIZE_BYTES_MAX: usize = 1 << 20;
+/// Longest key a plugin may store, in bytes (default).
+pub const KEY_SIZE_BYTES_MAX: usize = 1024;
+/// Longest value a plugin may store, in bytes (default).
+pub const VALUE_SIZE_BYTES_MAX: usize = 1 << 20;
+/// Most bytes (keys + values) one command may write (default).
+pub const WRITE_SET_SIZE_BYTES_MAX: u64 = 64 << 20;
+/// Longest response a plugin may return, in bytes.
+pub const RESPONSE_SIZE_BYTES_MAX: usize = 4 << 20;
+/// Longest table name, in bytes.
+pub const TABLE_NAME_SIZE_BYTES_MAX: usize = 64;
+/// Most entries one `cursor.next` returns, whatever the plugin asks for.
+pub const SCAN_CHUNK_ENTRIES_MAX: u32 = 1024;
+/// Most bytes one `cursor.next` returns (a chunk stops early past this).
+pub const SCAN_CHUNK_BYTES_MAX: usize = 4 << 20;
+/// Longest log line kept from a plugin, in bytes (longer ones are cut).
+pub const LOG_LINE_BYTES_MAX: usize = 4096;
+/// Most open cursors per call (a plugin leaking cursors gets an error).
+pub const CURSORS_OPEN_MAX: usize = 256;
+/// Fuel (roughly wasm instructions) one command may burn (default).
+pub const FUEL_PER_COMMAND: u64 = 200_000_000;
+/// Wall-clock backstop per call, in milliseconds (default).
+pub const CALL_DEADLINE_MS: u64 = 2_000;
+/// How often the epoch ticker advances, in milliseconds.
+pub const EPOCH_TICK_MS: u64 = 10;
+/// Linear memory one instance may grow to, in bytes (default).
+pub const INSTANCE_MEMORY_BYTES_MAX: usize = 64 << 20;
+/// Wasm stack per call, in bytes.
+pub const WASM_STACK_BYTES_MAX: usize = 512 << 10;
+/// Most commands in one group commit (default).
+pub const BATCH_COMMANDS_MAX: usize = 1024;
+/// Commands waiting per plugin before submissions are refused as overloaded.
+pub const QUEUE_COMMANDS_MAX: usize = 65_536;
+/// Longest plugin name, in bytes.
+pub const PLUGIN_NAME_SIZE_BYTES_MAX: usize = 48;
+/// Largest component file accepted, in bytes.
+pub const COMPONENT_SIZE_BYTES_MAX: usize = 64 << 20;
+
+const _: () = assert!(KEY_SIZE_BYTES_MAX <= VALUE_SIZE_BYTES_MAX);
+const _: () = assert!(SCAN_CHUNK_BYTES_MAX >= KEY_SIZE_BYTES_MAX + VALUE_SIZE_BYTES_MAX);
+const _: () = assert!(CALL_DEADLINE_MS >= 10 * EPOCH_TICK_MS);

@@ -1,0 +1,298 @@
+//! The host side of `keel:plugin/tables` and `keel:plugin/context`.
+//!
+//! Trap or guest error is decided here, in one place ([`fault`]): refusals a
+//! plugin can act on (bad table name, key or value too large, write in a
+//! query, write set too large) are WIT `table-error` values; storage
+//! failures (I/O, corruption) trap the call, so the command is rolled back
+//! and reported as a host fault.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Resource, ResourceTable};
+
+use super::bindings::keel::plugin::{context, tables};
+use crate::config::Limits;
+use crate::limits::{CURSORS_OPEN_MAX, LOG_LINE_BYTES_MAX, SCAN_CHUNK_ENTRIES_MAX};
+use crate::storage::batch::scan_bounds;
+use crate::storage::read::{ScanDirection, ScanState};
+use crate::storage::{Batch, ReadView, StorageError, validate_table_name};
+
+/// What storage the current call may use.
+pub enum StorageAccess {
+    /// No storage (between calls, and during `info`).
+    None,
+    /// A command: reads and writes go to the batch's write transaction.
+    Batch(Batch),
+    /// A query: reads from a committed snapshot, writes refused.
+    Read(ReadView),
+}
+
+/// The host-side state of a cursor resource: its own position, re-seeked
+/// for every chunk (a redb range cannot outlive one host call).
+pub struct ScanCursor {
+    scan: ScanState,
+}
+
+/// Caps an instance's linear memory and remembers whether it was hit, so
+/// that the resulting trap is reported as out-of-memory.
+pub struct MemoryCap {
+    pub(crate) max_bytes: usize,
+    pub(crate) hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Everything a plugin's store holds.
+pub struct HostState {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) plugin_id: u32,
+    pub(crate) storage: StorageAccess,
+    pub(crate) sequence: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) limits: Limits,
+    pub(crate) resources: ResourceTable,
+    pub(crate) cursors_open: usize,
+    pub(crate) memory: MemoryCap,
+    /// The storage failure that trapped the current call, if any.
+    pub(crate) fault: Option<StorageError>,
+}
+
+impl HostState {
+    pub(crate) fn new(plugin: Arc<str>, plugin_id: u32, limits: Limits) -> Self {
+        Self {
+            plugin,
+            plugin_id,
+            storage: StorageAccess::None,
+            sequence: 0,
+            timestamp_ms: 0,
+            memory: MemoryCap {
+                max_bytes: limits.memory_bytes_max,
+                hit: false,
+            },
+            limits,
+            resources: ResourceTable::new(),
+            cursors_open: 0,
+            fault: None,
+        }
+    }
+
+    /// Resets per-call state before a call.
+    pub(crate) fn begin_call(&mut self) {
+        self.resources = ResourceTable::new();
+        self.cursors_open = 0;
+        self.memory.hit = false;
+        self.fault = None;
+    }
+
+    /// Records a storage failure and turns it into a trap.
+    fn fault(&mut self, err: StorageError) -> wasmtime::Error {
+        let msg = format!("host storage fault: {err}");
+        self.fault = Some(err);
+        wasmtime::Error::msg(msg)
+    }
+}
+
+type TableResult<T> = wasmtime::Result<Result<T, tables::TableError>>;
+
+fn check_name(table: &str) -> Result<(), tables::TableError> {
+    validate_table_name(table).map_err(tables::TableError::InvalidTableName)
+}
+
+impl HostState {
+    fn check_key(&self, key: &[u8]) -> Result<(), tables::TableError> {
+        if key.len() > self.limits.key_bytes_max {
+            return Err(tables::TableError::KeyTooLarge(
+                self.limits.key_bytes_max as u32,
+            ));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) -> TableResult<bool> {
+        if let Err(e) = check_name(table).and_then(|_| self.check_key(key)) {
+            return Ok(Err(e));
+        }
+        if let Some(v) = value
+            && v.len() > self.limits.value_bytes_max
+        {
+            return Ok(Err(tables::TableError::ValueTooLarge(
+                self.limits.value_bytes_max as u32,
+            )));
+        }
+        let plugin_id = self.plugin_id;
+        let max = self.limits.write_set_bytes_max;
+        let result = match &mut self.storage {
+            StorageAccess::Batch(batch) => {
+                let incoming = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                if batch.command_written_bytes() + incoming > max {
+                    return Ok(Err(tables::TableError::WriteSetTooLarge(max)));
+                }
+                batch.write(plugin_id, table, key, value)
+            }
+            StorageAccess::Read(_) | StorageAccess::None => {
+                return Ok(Err(tables::TableError::ReadOnly));
+            }
+        };
+        match result {
+            Ok(existed) => Ok(Ok(existed)),
+            Err(e) => Err(self.fault(e)),
+        }
+    }
+}
+
+impl tables::Host for HostState {
+    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
+    fn get(&mut self, table: String, key: Vec<u8>) -> TableResult<Option<Vec<u8>>> {
+        if let Err(e) = check_name(&table).and_then(|_| self.check_key(&key)) {
+            return Ok(Err(e));
+        }
+        let plugin_id = self.plugin_id;
+        let result = match &mut self.storage {
+            StorageAccess::Batch(batch) => batch.get(plugin_id, &table, &key),
+            StorageAccess::Read(view) => view.get(plugin_id, &table, &key),
+            StorageAccess::None => return Ok(Ok(None)),
+        };
+        match result {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => Err(self.fault(e)),
+        }
+    }
+
+    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
+    fn put(&mut self, table: String, key: Vec<u8>, value: Vec<u8>) -> TableResult<()> {
+        Ok(self.write(&table, &key, Some(&value))?.map(|_| ()))
+    }
+
+    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
+    fn remove(&mut self, table: String, key: Vec<u8>) -> TableResult<bool> {
+        self.write(&table, &key, None)
+    }
+
+    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
+    fn scan(
+        &mut self,
+        table: String,
+        start: Option<Vec<u8>>,
+        end: Option<Vec<u8>>,
+        direction: tables::Direction,
+    ) -> TableResult<Resource<ScanCursor>> {
+        if let Err(e) = check_name(&table) {
+            return Ok(Err(e));
+        }
+        for bound in [&start, &end].into_iter().flatten() {
+            if bound.len() > self.limits.key_bytes_max + 1 {
+                return Ok(Err(tables::TableError::KeyTooLarge(
+                    self.limits.key_bytes_max as u32,
+                )));
+            }
+        }
+        if self.cursors_open >= CURSORS_OPEN_MAX {
+            anyhow_trap(format!(
+                "more than {CURSORS_OPEN_MAX} cursors open in one call"
+            ))?;
+        }
+        let (lower, upper) = scan_bounds(start, end);
+        let cursor = ScanCursor {
+            scan: ScanState {
+                table,
+                lower,
+                upper,
+                direction: match direction {
+                    tables::Direction::Forward => ScanDirection::Forward,
+                    tables::Direction::Backward => ScanDirection::Backward,
+                },
+                done: false,
+            },
+        };
+        self.cursors_open += 1;
+        Ok(Ok(self.resources.push(cursor)?))
+    }
+}
+
+fn anyhow_trap(msg: String) -> wasmtime::Result<()> {
+    Err(wasmtime::Error::msg(msg))
+}
+
+impl tables::HostCursor for HostState {
+    fn next(
+        &mut self,
+        cursor: Resource<ScanCursor>,
+        max: u32,
+    ) -> wasmtime::Result<Vec<tables::Entry>> {
+        // Clamp the guest's number: at least one, at most the host's chunk limit.
+        let max = max.clamp(1, SCAN_CHUNK_ENTRIES_MAX) as usize;
+        let plugin_id = self.plugin_id;
+        let mut scan = self.resources.get(&cursor)?.scan.clone();
+        let chunk = match &mut self.storage {
+            StorageAccess::Batch(batch) => batch.scan_chunk(plugin_id, &mut scan, max),
+            StorageAccess::Read(view) => view.scan_chunk(plugin_id, &mut scan, max),
+            StorageAccess::None => Ok(Vec::new()),
+        };
+        let chunk = chunk.map_err(|e| self.fault(e))?;
+        self.resources.get_mut(&cursor)?.scan = scan;
+        Ok(chunk
+            .into_iter()
+            .map(|(key, value)| tables::Entry { key, value })
+            .collect())
+    }
+
+    fn drop(&mut self, cursor: Resource<ScanCursor>) -> wasmtime::Result<()> {
+        self.resources.delete(cursor)?;
+        self.cursors_open = self.cursors_open.saturating_sub(1);
+        Ok(())
+    }
+}
+
+impl context::Host for HostState {
+    fn sequence(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.sequence)
+    }
+
+    fn timestamp_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.timestamp_ms)
+    }
+
+    fn log(&mut self, level: context::Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > LOG_LINE_BYTES_MAX {
+            let mut cut = LOG_LINE_BYTES_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…[truncated]");
+        }
+        let plugin = &*self.plugin;
+        let seq = self.sequence;
+        match level {
+            context::Level::Trace => tracing::trace!(plugin, seq, "{message}"),
+            context::Level::Debug => tracing::debug!(plugin, seq, "{message}"),
+            context::Level::Info => tracing::info!(plugin, seq, "{message}"),
+            context::Level::Warn => tracing::warn!(plugin, seq, "{message}"),
+            context::Level::Error => tracing::error!(plugin, seq, "{message}"),
+        }
+        Ok(())
+    }
+}

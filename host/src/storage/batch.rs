@@ -1,0 +1,273 @@
+//! A group commit: one redb write transaction holding a batch of commands'
+//! effects and their journal entries.
+//!
+//! Each command runs inside the batch with an undo log: every write records
+//! the old value, and a failed command (error, trap, out of fuel or memory)
+//! is rolled back by restoring those values in reverse. Committed state
+//! therefore only ever holds the effects of commands that succeeded.
+
+use std::ops::Bound;
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::journal::{JournalEntry, encode_entry};
+use super::keys::state_key;
+use super::read::{ScanState, get_in, scan_chunk_in};
+use super::{Db, JOURNAL, MODULES, PLUGINS, PluginRecord, STATE, StorageError, encode, redb_err};
+use crate::state_hash::StateHash;
+
+type StateTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
+self_cell::self_cell!(
+    struct TxnCell {
+        owner: WriteTransaction,
+        #[not_covariant]
+        dependent: StateTable,
+    }
+);
+
+/// One undo record: the full state key, the plugin table and key, and the
+/// value before the write.
+struct Undo {
+    full_key: Vec<u8>,
+    old: Option<Vec<u8>>,
+}
+
+/// A write transaction for one group commit, with per-command rollback.
+pub struct Batch {
+    cell: TxnCell,
+    db: Db,
+    undo: Vec<Undo>,
+    /// State hash of the plugin being run, kept up to date on every write.
+    hash: StateHash,
+    hash_at_command_start: StateHash,
+    written_bytes: u64,
+    journal: Vec<((u32, u64), Vec<u8>)>,
+}
+
+impl Batch {
+    pub(crate) fn new(txn: WriteTransaction, db: Db) -> Result<Self, StorageError> {
+        let cell =
+            TxnCell::try_new(txn, |txn| txn.open_table(STATE)).map_err(redb_err("open state"))?;
+        Ok(Self {
+            cell,
+            db,
+            undo: Vec::new(),
+            hash: StateHash::EMPTY,
+            hash_at_command_start: StateHash::EMPTY,
+            written_bytes: 0,
+            journal: Vec::new(),
+        })
+    }
+
+    /// Sets the state hash that writes update (the plugin's committed hash).
+    pub fn set_state_hash(&mut self, hash: StateHash) {
+        self.hash = hash;
+        self.hash_at_command_start = hash;
+    }
+
+    /// The state hash including every write so far.
+    pub fn state_hash(&self) -> StateHash {
+        self.hash
+    }
+
+    /// Marks the start of a command: later writes can be undone as one.
+    pub fn begin_command(&mut self) {
+        self.undo.clear();
+        self.hash_at_command_start = self.hash;
+        self.written_bytes = 0;
+    }
+
+    /// Keeps the current command's writes.
+    pub fn keep_command(&mut self) {
+        self.undo.clear();
+        self.hash_at_command_start = self.hash;
+    }
+
+    /// Undoes every write of the current command. An error here means the
+    /// batch cannot be trusted: the caller must abandon the whole batch.
+    pub fn undo_command(&mut self) -> Result<(), StorageError> {
+        let undo = std::mem::take(&mut self.undo);
+        self.cell
+            .with_dependent_mut(|_, table| -> Result<(), StorageError> {
+                for u in undo.into_iter().rev() {
+                    match u.old {
+                        Some(old) => {
+                            table
+                                .insert(u.full_key.as_slice(), old.as_slice())
+                                .map_err(redb_err("undo"))?;
+                        }
+                        None => {
+                            table
+                                .remove(u.full_key.as_slice())
+                                .map_err(redb_err("undo"))?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        self.hash = self.hash_at_command_start;
+        Ok(())
+    }
+
+    /// Bytes (keys + values) written by the current command.
+    pub fn command_written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
+    /// Reads a plugin key, seeing this batch's writes.
+    pub fn get(
+        &mut self,
+        plugin_id: u32,
+        table: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.cell
+            .with_dependent_mut(|_, state| get_in(&*state, plugin_id, table, key))
+    }
+
+    /// Writes (`Some`) or removes (`None`) a plugin key; returns whether a
+    /// value was there.
+    pub fn write(
+        &mut self,
+        plugin_id: u32,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
+        let full_key = state_key(plugin_id, table, key);
+        let old =
+            self.cell
+                .with_dependent_mut(|_, state| -> Result<Option<Vec<u8>>, StorageError> {
+                    let old = match value {
+                        Some(v) => state
+                            .insert(full_key.as_slice(), v)
+                            .map_err(redb_err("put"))?,
+                        None => state
+                            .remove(full_key.as_slice())
+                            .map_err(redb_err("remove"))?,
+                    };
+                    Ok(old.map(|g| g.value().to_vec()))
+                })?;
+        if let Some(old) = &old {
+            self.hash.remove(table, key, old);
+        }
+        if let Some(v) = value {
+            self.hash.add(table, key, v);
+            self.written_bytes += (key.len() + v.len()) as u64;
+        } else {
+            self.written_bytes += key.len() as u64;
+        }
+        let existed = old.is_some();
+        self.undo.push(Undo { full_key, old });
+        Ok(existed)
+    }
+
+    /// The next chunk of a scan, seeing this batch's writes.
+    pub fn scan_chunk(
+        &mut self,
+        plugin_id: u32,
+        scan: &mut ScanState,
+        max_entries: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.cell
+            .with_dependent_mut(|_, state| scan_chunk_in(&*state, plugin_id, scan, max_entries))
+    }
+
+    /// Queues a journal entry; it is written with the batch.
+    pub fn append_journal(&mut self, plugin_id: u32, entry: &JournalEntry) {
+        self.journal
+            .push(((plugin_id, entry.sequence), encode_entry(entry)));
+    }
+
+    /// Stores a plugin record.
+    pub fn put_plugin(&mut self, record: &PluginRecord) -> Result<(), StorageError> {
+        self.cell.with_dependent_mut(|txn, _| {
+            let mut table = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
+            table
+                .insert(record.name.as_str(), encode(record).as_slice())
+                .map_err(redb_err("put plugin"))?;
+            Ok(())
+        })
+    }
+
+    /// Stores component bytes under their hash (idempotent).
+    pub fn put_module(&mut self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+        self.cell.with_dependent_mut(|txn, _| {
+            let mut table = txn.open_table(MODULES).map_err(redb_err("open modules"))?;
+            if table
+                .get(hash.as_slice())
+                .map_err(redb_err("get module"))?
+                .is_none()
+            {
+                table
+                    .insert(hash.as_slice(), bytes)
+                    .map_err(redb_err("put module"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Highest plugin id in use, for allocating the next.
+    pub fn max_plugin_id(&mut self) -> Result<u32, StorageError> {
+        let mut max = 0;
+        self.cell
+            .with_dependent_mut(|txn, _| -> Result<(), StorageError> {
+                let table = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
+                for row in table.iter().map_err(redb_err("scan plugins"))? {
+                    let (name, value) = row.map_err(redb_err("scan plugins"))?;
+                    let record: PluginRecord =
+                        super::decode(&format!("plugin record {}", name.value()), value.value())?;
+                    max = max.max(record.id);
+                }
+                Ok(())
+            })?;
+        Ok(max)
+    }
+
+    /// Writes the journal entries and commits with the configured
+    /// durability. On failure the database refuses further writes.
+    pub fn commit(mut self) -> Result<(), StorageError> {
+        let journal = std::mem::take(&mut self.journal);
+        let written = self
+            .cell
+            .with_dependent_mut(|txn, _| -> Result<(), StorageError> {
+                let mut table = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
+                for (key, value) in &journal {
+                    table
+                        .insert(*key, value.as_slice())
+                        .map_err(redb_err("append journal"))?;
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            self.db.poison();
+            return Err(e);
+        }
+        let db = self.db.clone();
+        let txn = self.cell.into_owner();
+        txn.commit().map_err(|e| {
+            db.poison();
+            redb_err("commit")(e)
+        })
+    }
+
+    /// Discards everything in the batch.
+    pub fn abort(self) {
+        let txn = self.cell.into_owner();
+        if let Err(e) = txn.abort() {
+            tracing::warn!(error = %e, "aborting a batch failed");
+        }
+    }
+}
+
+/// Bounds for a scan over plugin keys `start <= k < end`.
+pub fn scan_bounds(
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (
+        start.map_or(Bound::Unbounded, Bound::Included),
+        end.map_or(Bound::Unbounded, Bound::Excluded),
+    )
+}

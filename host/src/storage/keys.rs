@@ -1,0 +1,84 @@
+//! Composite state keys: `plugin id (u32 BE) ‖ table name ‖ 00 ‖ key`.
+
+use crate::limits::TABLE_NAME_SIZE_BYTES_MAX;
+
+/// Checks a plugin-supplied table name: 1..=64 bytes of `[a-z0-9_.-]`.
+/// The rule keeps `00` out of names, which makes composite keys unambiguous.
+pub fn validate_table_name(table: &str) -> Result<(), String> {
+    let ok = !table.is_empty()
+        && table.len() <= TABLE_NAME_SIZE_BYTES_MAX
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = table.chars().take(80).collect();
+        Err(shown)
+    }
+}
+
+/// The prefix of every key of (`plugin_id`, `table`).
+pub(crate) fn table_prefix(plugin_id: u32, table: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + table.len() + 1 + 32);
+    out.extend_from_slice(&plugin_id.to_be_bytes());
+    out.extend_from_slice(table.as_bytes());
+    out.push(0);
+    out
+}
+
+/// The full state key of (`plugin_id`, `table`, `key`).
+pub(crate) fn state_key(plugin_id: u32, table: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = table_prefix(plugin_id, table);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The first key past every key of (`plugin_id`, `table`).
+pub(crate) fn table_end(plugin_id: u32, table: &str) -> Vec<u8> {
+    let mut out = table_prefix(plugin_id, table);
+    *out.last_mut().expect("prefix ends with 00") = 1;
+    out
+}
+
+/// The first key past every key of `plugin_id`.
+pub(crate) fn plugin_end(plugin_id: u32) -> Vec<u8> {
+    match plugin_id.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => vec![0xFF; 5],
+    }
+}
+
+/// Splits a full state key into (table, key).
+pub(crate) fn split_state_key(full: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = full.get(4..)?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let table = std::str::from_utf8(&rest[..nul]).ok()?;
+    Some((table, &rest[nul + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        for bad in ["", "A", "a/b", "a\0b", "../x", "a b", &"x".repeat(65)] {
+            assert!(validate_table_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["orders", "a.b-c_d", "0"] {
+            assert!(validate_table_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn composite_keys_split_back() {
+        let k = state_key(7, "orders", b"\0\x01key");
+        assert_eq!(
+            split_state_key(&k),
+            Some(("orders", b"\0\x01key".as_slice()))
+        );
+        assert!(k.as_slice() < table_end(7, "orders").as_slice());
+        assert!(k.as_slice() >= table_prefix(7, "orders").as_slice());
+    }
+}

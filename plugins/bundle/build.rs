@@ -1,0 +1,127 @@
+//! Builds every bundled plugin crate to a WebAssembly component and writes
+//! `plugins.rs` (paths and bytes) into OUT_DIR.
+//!
+//! Plugins target `wasm32-unknown-unknown` linked by the toolchain's
+//! `wasm-component-ld`, so their only imports are Keel's own interfaces.
+//! The nested cargo uses its own target directory (`target/plugins-build`)
+//! so it never waits on the outer build's lock.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (short name, crate name, target) of every bundled plugin.
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("counter", "keel-plugin-counter", "wasm32-unknown-unknown"),
+    ("bench", "keel-plugin-bench", "wasm32-unknown-unknown"),
+    (
+        "misbehave",
+        "keel-plugin-misbehave",
+        "wasm32-unknown-unknown",
+    ),
+    ("spot", "keel-plugin-spot", "wasm32-unknown-unknown"),
+    ("auction", "keel-plugin-auction", "wasm32-unknown-unknown"),
+    ("perp", "keel-plugin-perp", "wasm32-unknown-unknown"),
+    ("dag", "keel-plugin-dag", "wasm32-unknown-unknown"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for dir in [
+        "wit",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "plugins",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    let target_dir = workspace.join("target").join("plugins-build");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    let mut targets: Vec<&str> = PLUGINS.iter().map(|p| p.2).collect();
+    targets.dedup();
+    for target in targets {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&workspace)
+            .args([
+                "build",
+                "--locked",
+                "--profile",
+                "plugin",
+                "--target",
+                target,
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        for (_, krate, t) in PLUGINS {
+            if *t == target {
+                cmd.args(["-p", krate]);
+            }
+        }
+        // The outer build's settings must not leak into the wasm build.
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_LLVM_COV",
+            "LLVM_PROFILE_FILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+            "wasm-component-ld",
+        );
+        let status = cmd.status().expect("running cargo for the plugins");
+        assert!(
+            status.success(),
+            "building the bundled plugins for {target} failed"
+        );
+    }
+
+    let mut out = String::new();
+    writeln!(
+        out,
+        "/// Every bundled plugin: (name, path of its component)."
+    )
+    .unwrap();
+    writeln!(out, "pub const ALL: &[(&str, &str)] = &[").unwrap();
+    for (name, krate, target) in PLUGINS {
+        let file = artifact(&target_dir, krate, target);
+        writeln!(out, "    ({name:?}, {:?}),", file.display().to_string()).unwrap();
+    }
+    writeln!(out, "];").unwrap();
+    for (name, krate, target) in PLUGINS {
+        let file = artifact(&target_dir, krate, target);
+        let ident = name.to_uppercase().replace('-', "_");
+        writeln!(out, "/// Path of the `{name}` component.").unwrap();
+        writeln!(
+            out,
+            "pub const {ident}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    let out_file = PathBuf::from(env::var("OUT_DIR").unwrap()).join("plugins.rs");
+    std::fs::write(out_file, out).unwrap();
+}
+
+fn artifact(target_dir: &Path, krate: &str, target: &str) -> PathBuf {
+    let file = target_dir
+        .join(target)
+        .join("plugin")
+        .join(format!("{}.wasm", krate.replace('-', "_")));
+    assert!(file.exists(), "missing plugin artifact {}", file.display());
+    file
+}

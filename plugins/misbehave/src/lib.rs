@@ -1,0 +1,143 @@
+//! A test-only plugin that misbehaves on request, to prove the host's
+//! atomicity and isolation. Never deploy it anywhere that matters.
+
+use keel_guest::{Error, Plugin, Table};
+use serde::{Deserialize, Serialize};
+
+const ROWS: Table<String, String> = Table::new("rows");
+
+/// Each command writes a row first (except `get`/`put_raw`), then misbehaves.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Writes `key` = `value` and succeeds.
+    Write { key: String, value: String },
+    /// Writes, then returns an error.
+    WriteThenError { key: String },
+    /// Writes, then traps (panics).
+    WriteThenTrap { key: String },
+    /// Writes, then loops forever (out of fuel / deadline).
+    WriteThenSpin { key: String },
+    /// Writes, then allocates without bound (out of memory).
+    WriteThenAlloc { key: String },
+    /// Writes, then recurses without bound (stack overflow).
+    WriteThenRecurse { key: String },
+    /// Writes a raw value to any table name it is given.
+    PutRaw {
+        table: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Removes a raw key from any table name it is given.
+    RemoveRaw { table: String, key: Vec<u8> },
+}
+
+/// Queries.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Query {
+    /// Reads a raw key from any table name it is given.
+    GetRaw { table: String, key: Vec<u8> },
+    /// Scans a whole table by any name it is given.
+    ScanRaw { table: String },
+    /// Every row of `rows`.
+    Rows,
+    /// Tries to write during a query.
+    WriteInQuery,
+}
+
+/// Query answers.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// A raw value, if present.
+    Raw(Option<Vec<u8>>),
+    /// Raw entries.
+    Entries(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Rows of `rows`.
+    Rows(Vec<(String, String)>),
+}
+
+/// The plugin.
+pub struct Misbehave;
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, acc: &mut [u64; 16]) -> u64 {
+    acc[(depth % 16) as usize] = depth;
+    let mut local = *acc;
+    local[0] = recurse(std::hint::black_box(depth + 1), &mut local);
+    local.iter().sum()
+}
+
+fn raw_table(table: &str) -> Table<Vec<u8>, Vec<u8>> {
+    // Leaking is fine in a test plugin: each name leaks once per command.
+    Table::new(Box::leak(table.to_owned().into_boxed_str()))
+}
+
+impl Plugin for Misbehave {
+    const NAME: &'static str = "misbehave";
+    const VERSION: &'static str = "1.0.0";
+    const SCHEMA: u32 = 1;
+    type Config = serde::de::IgnoredAny;
+    type Command = Command;
+    type Response = ();
+    type Query = Query;
+    type QueryResponse = Answer;
+
+    fn handle(command: Command) -> Result<(), Error> {
+        match command {
+            Command::Write { key, value } => ROWS.put(&key, &value),
+            Command::WriteThenError { key } => {
+                ROWS.put(&key, &"written".to_owned());
+                return Err(Error::new("deliberate", "wrote a row, then failed"));
+            }
+            Command::WriteThenTrap { key } => {
+                ROWS.put(&key, &"written".to_owned());
+                panic!("deliberate trap after a write");
+            }
+            Command::WriteThenSpin { key } => {
+                ROWS.put(&key, &"written".to_owned());
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Command::WriteThenAlloc { key } => {
+                ROWS.put(&key, &"written".to_owned());
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Command::WriteThenRecurse { key } => {
+                ROWS.put(&key, &"written".to_owned());
+                let mut acc = [0u64; 16];
+                recurse(0, &mut acc);
+            }
+            Command::PutRaw { table, key, value } => raw_table(&table).try_put(&key, &value)?,
+            Command::RemoveRaw { table, key } => {
+                raw_table(&table).try_remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn query(request: Query) -> Result<Answer, Error> {
+        Ok(match request {
+            Query::GetRaw { table, key } => Answer::Raw(raw_table(&table).try_get(&key)?),
+            Query::ScanRaw { table } => Answer::Entries(
+                raw_table(&table)
+                    .try_range(.., keel_guest::Direction::Forward)?
+                    .collect(),
+            ),
+            Query::Rows => Answer::Rows(ROWS.iter().collect()),
+            Query::WriteInQuery => {
+                ROWS.try_put(&"x".to_owned(), &"y".to_owned())?;
+                Answer::Raw(None)
+            }
+        })
+    }
+}
+
+keel_guest::export!(Misbehave);

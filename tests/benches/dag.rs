@@ -1,0 +1,3 @@
+//! Benchmark of the dag plugin (to be written with its issue).
+
+fn main() {}

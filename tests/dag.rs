@@ -1,0 +1,1 @@
+//! Component-level tests of the dag plugin (to be written with its issue).

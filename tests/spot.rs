@@ -1,0 +1,1 @@
+//! Component-level tests of the spot plugin (to be written with its issue).
