@@ -1,27 +1,71 @@
-//! The spot plugin (placeholder until its issue lands).
+//! The spot plugin: a multi-market limit order book with price-time
+//! priority, available/frozen balances and a fills audit trail.
+//!
+//! Commands (JSON): `create_market`, `deposit`, `withdraw`, `place`
+//! (kinds `limit`, `market`, `ioc`, `fok`, `post_only`), `cancel`,
+//! `cancel_all` — see [`api::Command`]. Queries: `markets`, `balances`,
+//! `order`, `open_orders`, `depth`, `best`, `order_fills`, `user_fills`,
+//! `trades`, `book`, `audit` — see [`api::Query`]. Storage layout: [`store`].
+//!
+//! Rules the engine keeps:
+//! - Matching is best price first, then FIFO (order id = the journaled
+//!   sequence number of the placing command) within a price level; the
+//!   execution price is the resting order's price.
+//! - A resting order freezes exactly what it may still spend: `remaining`
+//!   base units for a sell, `remaining × price` quote units for a buy.
+//!   Fills move funds between buyer and seller in the command that matches.
+//! - Self-trade prevention: an incoming order never trades with its own
+//!   user's resting orders; each such order it meets is canceled (and
+//!   listed in `self_trade_canceled`), and matching continues behind it.
+//! - `market` orders take no price and sweep the opposite side until filled;
+//!   whatever the book cannot fill is canceled; with nothing to trade
+//!   against they are refused (`no-liquidity`). `ioc` is the same with a
+//!   price limit (an IOC that trades nothing is recorded as canceled).
+//!   `fok` trades its whole quantity or is refused (`would-not-fill`).
+//!   `post_only` is refused (`would-cross`) if it would trade at all.
+//! - Funds are checked against what the order actually spends (its fills'
+//!   cost plus what its resting rest freezes); short: `insufficient-balance`.
+//! - Every refusal is an error, and an error discards every write.
+
+pub mod api;
+pub mod engine;
+pub mod queries;
+pub mod store;
 
 use keel_guest::{Error, Plugin};
+
+use api::{Answer, Command, Query, Response};
 
 /// The plugin.
 pub struct Spot;
 
 impl Plugin for Spot {
     const NAME: &'static str = "spot";
-    const VERSION: &'static str = "0.0.0";
+    const VERSION: &'static str = "1.0.0";
     const SCHEMA: u32 = 1;
     type Config = serde::de::IgnoredAny;
-    type Command = serde::de::IgnoredAny;
-    type Response = ();
-    type Query = serde::de::IgnoredAny;
-    type QueryResponse = ();
+    type Command = Command;
+    type Response = Response;
+    type Query = Query;
+    type QueryResponse = Answer;
 
-    fn handle(_command: Self::Command) -> Result<(), Error> {
-        Err(Error::new("unimplemented", "the spot plugin is not written yet"))
+    fn handle(command: Command) -> Result<Response, Error> {
+        Ok(match command {
+            Command::CreateMarket(c) => Response::Market(engine::create_market(c)?),
+            Command::Deposit(t) => Response::Balance(engine::deposit(t)?),
+            Command::Withdraw(t) => Response::Balance(engine::withdraw(t)?),
+            Command::Place(p) => Response::Placed(engine::place(p)?),
+            Command::Cancel(c) => Response::Canceled(engine::cancel(c)?),
+            Command::CancelAll(c) => Response::Canceled(engine::cancel_all(c)?),
+        })
     }
 
-    fn query(_request: Self::Query) -> Result<(), Error> {
-        Err(Error::new("unimplemented", "the spot plugin is not written yet"))
+    fn query(request: Query) -> Result<Answer, Error> {
+        queries::answer(request)
     }
 }
 
+// Exported only in the component: a native cdylib cannot link wit-bindgen's
+// export symbols (their names contain ':'), and native tests use the rlib.
+#[cfg(target_arch = "wasm32")]
 keel_guest::export!(Spot);

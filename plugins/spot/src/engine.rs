@@ -1,0 +1,613 @@
+//! Commands: markets, transfers, matching and cancels.
+//!
+//! Every check that can refuse a command runs before, or fails the command
+//! after, its writes: an `Err` discards every write of the command (the
+//! host's atomicity), so a refusal never changes anything.
+
+use keel_guest::{Direction, Error};
+
+use crate::api::{
+    Balance, BalanceView, Cancel, CancelAll, Canceled, CreateMarket, FillView, MarketView, Place,
+    Placed, Status, Transfer,
+};
+use crate::store::{
+    BALANCES, BOOK, Fill, LEDGER, MAKER_FILLS, MARKETS, Market, OPEN, ORDERS, OpenRef, Order,
+    OrderKind, Resting, Side, Stored, TRADES, TradeBatch, USER_FILLS, UserFills,
+};
+
+/// Book entries fetched per host call while matching. Most incoming orders
+/// look at one or two resting orders; a sweep fetches more chunks.
+const MATCH_SCAN_CHUNK_ENTRIES: u32 = 4;
+/// Longest asset name, in bytes.
+pub const ASSET_NAME_BYTES_MAX: usize = 32;
+
+/// The error for arithmetic that would leave the representable range.
+pub fn overflow(what: &str) -> Error {
+    Error::new("overflow", format!("{what} would overflow"))
+}
+
+/// The error for state that contradicts the plugin's invariants; never
+/// expected, reported rather than trapping.
+pub fn corrupt(what: String) -> Error {
+    Error::new("corrupt-state", what)
+}
+
+fn validate_asset(asset: &str) -> Result<(), Error> {
+    let ok = !asset.is_empty()
+        && asset.len() <= ASSET_NAME_BYTES_MAX
+        && asset
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            "bad-asset",
+            format!(
+                "asset name {asset:?} must be 1..={ASSET_NAME_BYTES_MAX} bytes of [A-Za-z0-9_.-]"
+            ),
+        ))
+    }
+}
+
+/// Loads a market or refuses with `unknown-market`.
+pub fn load_market(market: u32) -> Result<Market, Error> {
+    MARKETS.get(&market).ok_or_else(|| {
+        Error::new(
+            "unknown-market",
+            format!("no market {market}; create it first"),
+        )
+    })
+}
+
+/// The balances one command touches, read once and written once at the end.
+#[derive(Default)]
+struct Funds {
+    rows: Vec<(u64, String, Balance, Balance)>,
+}
+
+impl Funds {
+    fn entry(&mut self, user: u64, asset: &str) -> &mut Balance {
+        let i = match self.rows.iter().position(|r| r.0 == user && r.1 == asset) {
+            Some(i) => i,
+            None => {
+                let key = (user, asset.to_owned());
+                let b = BALANCES.get(&key).unwrap_or_default();
+                self.rows.push((key.0, key.1, b, b));
+                self.rows.len() - 1
+            }
+        };
+        &mut self.rows[i].2
+    }
+
+    fn credit(&mut self, user: u64, asset: &str, amount: u128) -> Result<(), Error> {
+        let b = self.entry(user, asset);
+        b.available = b
+            .available
+            .checked_add(amount)
+            .ok_or_else(|| overflow(&format!("balance of user {user} in {asset}")))?;
+        Ok(())
+    }
+
+    fn unfreeze(&mut self, user: u64, asset: &str, amount: u128) -> Result<(), Error> {
+        self.spend_frozen(user, asset, amount)?;
+        self.credit(user, asset, amount)
+    }
+
+    fn spend_frozen(&mut self, user: u64, asset: &str, amount: u128) -> Result<(), Error> {
+        let b = self.entry(user, asset);
+        b.frozen = b.frozen.checked_sub(amount).ok_or_else(|| {
+            corrupt(format!(
+                "user {user} has {} {asset} frozen, less than the {amount} its orders hold",
+                b.frozen
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn flush(self) {
+        for (user, asset, now, before) in self.rows {
+            if now != before {
+                let key = (user, asset);
+                if now == Balance::default() {
+                    BALANCES.remove(&key);
+                } else {
+                    BALANCES.put(&key, &now);
+                }
+            }
+        }
+    }
+}
+
+/// What a resting order of `side` at `price` holds frozen for `qty`:
+/// (asset, amount).
+fn frozen_for(market: &Market, side: Side, price: u64, qty: u64) -> (&str, u128) {
+    match side {
+        Side::Buy => (&market.quote, u128::from(price) * u128::from(qty)),
+        Side::Sell => (&market.base, u128::from(qty)),
+    }
+}
+
+/// `create_market`.
+pub fn create_market(c: CreateMarket) -> Result<MarketView, Error> {
+    validate_asset(&c.base)?;
+    validate_asset(&c.quote)?;
+    if c.base == c.quote {
+        return Err(Error::invalid("base and quote must be different assets"));
+    }
+    if c.tick_size == 0 || c.lot_size == 0 || c.min_size == 0 {
+        return Err(Error::invalid(
+            "tick_size, lot_size and min_size must be positive",
+        ));
+    }
+    if !c.min_size.is_multiple_of(c.lot_size) {
+        return Err(Error::invalid(format!(
+            "min_size {} must be a multiple of lot_size {}",
+            c.min_size, c.lot_size
+        )));
+    }
+    if MARKETS.contains(&c.market) {
+        return Err(Error::new(
+            "market-exists",
+            format!("market {} already exists", c.market),
+        ));
+    }
+    let market = Market {
+        base: c.base,
+        quote: c.quote,
+        tick_size: c.tick_size,
+        lot_size: c.lot_size,
+        min_size: c.min_size,
+    };
+    MARKETS.put(&c.market, &market);
+    Ok(market_view(c.market, market))
+}
+
+/// A market with its id.
+pub fn market_view(id: u32, m: Market) -> MarketView {
+    MarketView {
+        market: id,
+        base: m.base,
+        quote: m.quote,
+        tick_size: m.tick_size,
+        lot_size: m.lot_size,
+        min_size: m.min_size,
+    }
+}
+
+fn check_transfer(t: &Transfer) -> Result<(), Error> {
+    validate_asset(&t.asset)?;
+    if t.amount == 0 {
+        return Err(Error::invalid("amount must be positive"));
+    }
+    Ok(())
+}
+
+/// `deposit`.
+pub fn deposit(t: Transfer) -> Result<BalanceView, Error> {
+    check_transfer(&t)?;
+    let mut ledger = LEDGER.get(&t.asset).unwrap_or_default();
+    ledger.deposited = ledger
+        .deposited
+        .checked_add(t.amount)
+        .ok_or_else(|| overflow(&format!("total deposits of {}", t.asset)))?;
+    let mut funds = Funds::default();
+    funds.credit(t.user, &t.asset, t.amount)?;
+    let b = *funds.entry(t.user, &t.asset);
+    LEDGER.put(&t.asset, &ledger);
+    funds.flush();
+    Ok(balance_view(t.user, t.asset, b))
+}
+
+/// `withdraw` (from the available balance only).
+pub fn withdraw(t: Transfer) -> Result<BalanceView, Error> {
+    check_transfer(&t)?;
+    let mut funds = Funds::default();
+    let b = funds.entry(t.user, &t.asset);
+    if b.available < t.amount {
+        return Err(Error::new(
+            "insufficient-balance",
+            format!(
+                "user {} has {} {} available (frozen {}), cannot withdraw {}",
+                t.user, b.available, t.asset, b.frozen, t.amount
+            ),
+        ));
+    }
+    b.available -= t.amount;
+    let b = *b;
+    let mut ledger = LEDGER.get(&t.asset).unwrap_or_default();
+    ledger.withdrawn = ledger
+        .withdrawn
+        .checked_add(t.amount)
+        .ok_or_else(|| overflow(&format!("total withdrawals of {}", t.asset)))?;
+    LEDGER.put(&t.asset, &ledger);
+    funds.flush();
+    Ok(balance_view(t.user, t.asset, b))
+}
+
+fn balance_view(user: u64, asset: String, b: Balance) -> BalanceView {
+    BalanceView {
+        user,
+        asset,
+        available: b.available,
+        frozen: b.frozen,
+    }
+}
+
+/// Checks an order's quantity and price against the market; returns the
+/// limit price (`None` for market orders).
+fn validate_order(p: &Place, m: &Market) -> Result<Option<u64>, Error> {
+    if p.qty == 0 {
+        return Err(Error::invalid("qty must be positive"));
+    }
+    if !p.qty.is_multiple_of(m.lot_size) {
+        return Err(Error::new(
+            "bad-lot",
+            format!(
+                "qty {} is not a multiple of the lot size {}",
+                p.qty, m.lot_size
+            ),
+        ));
+    }
+    if p.qty < m.min_size {
+        return Err(Error::new(
+            "below-minimum",
+            format!(
+                "qty {} is below the market's minimum size {}",
+                p.qty, m.min_size
+            ),
+        ));
+    }
+    match (p.kind, p.price) {
+        (OrderKind::Market, None) => Ok(None),
+        (OrderKind::Market, Some(_)) => Err(Error::invalid("a market order takes no price")),
+        (kind, None) => Err(Error::invalid(format!("a {kind:?} order needs a price"))),
+        (_, Some(0)) => Err(Error::invalid("price must be positive")),
+        (_, Some(price)) if !price.is_multiple_of(m.tick_size) => Err(Error::new(
+            "bad-tick",
+            format!(
+                "price {price} is not a multiple of the tick size {}",
+                m.tick_size
+            ),
+        )),
+        (_, Some(price)) => Ok(Some(price)),
+    }
+}
+
+/// Cancels a resting order: releases what it froze, takes it off the book
+/// and records the cancel.
+fn cancel_resting(
+    funds: &mut Funds,
+    market: &Market,
+    market_id: u32,
+    side: Side,
+    price: u64,
+    order_id: u64,
+    rest: Resting,
+) -> Result<(), Error> {
+    let (asset, amount) = frozen_for(market, side, price, rest.remaining);
+    funds.unfreeze(rest.user, asset, amount)?;
+    BOOK.remove(&(market_id, side.code(), side.price_key(price), order_id));
+    OPEN.remove(&(rest.user, market_id, order_id));
+    let mut order = ORDERS
+        .get(&order_id)
+        .ok_or_else(|| corrupt(format!("resting order {order_id} has no order row")))?;
+    order.state = Stored::Canceled;
+    order.filled = order
+        .qty
+        .checked_sub(rest.remaining)
+        .ok_or_else(|| corrupt(format!("order {order_id} rests more than its quantity")))?;
+    ORDERS.put(&order_id, &order);
+    Ok(())
+}
+
+/// `place`: matches in price-time priority, then rests, cancels or
+/// refuses the rest according to the order's kind.
+pub fn place(p: Place) -> Result<Placed, Error> {
+    let market = load_market(p.market)?;
+    let limit = validate_order(&p, &market)?;
+    let (user, side, qty, market_id) = (p.user, p.side, p.qty, p.market);
+    let id = keel_guest::sequence();
+    let timestamp_ms = keel_guest::timestamp_ms();
+    let opp = side.opposite();
+    let prefix = (market_id, opp.code());
+    let crosses = |price: u64| limit.is_none_or(|l| side.crosses(l, price));
+
+    match p.kind {
+        OrderKind::PostOnly => {
+            if let Some(((_, _, pk, _), _)) = BOOK
+                .prefix(&prefix, Direction::Forward)
+                .with_chunk(1)
+                .next()
+            {
+                let best = opp.price_from_key(pk);
+                if crosses(best) {
+                    return Err(Error::new(
+                        "would-cross",
+                        format!(
+                            "post-only {side:?} at {} would trade against {best}",
+                            limit.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+        }
+        OrderKind::Fok => {
+            let mut available: u64 = 0;
+            for ((_, _, pk, _), rest) in BOOK.prefix(&prefix, Direction::Forward).with_chunk(16) {
+                if available >= qty || !crosses(opp.price_from_key(pk)) {
+                    break;
+                }
+                if rest.user != user {
+                    available = available.saturating_add(rest.remaining);
+                }
+            }
+            if available < qty {
+                return Err(Error::new(
+                    "would-not-fill",
+                    format!("fill-or-kill for {qty} finds only {available} at acceptable prices"),
+                ));
+            }
+        }
+        _ => {}
+    }
+
+    let mut funds = Funds::default();
+    let mut remaining = qty;
+    let mut fills: Vec<Fill> = Vec::new();
+    let mut self_trade_canceled = Vec::new();
+    let mut makers: Vec<(u64, Vec<u32>)> = Vec::new();
+    // What the taker pays and receives for its fills.
+    let mut spent: u128 = 0;
+    let mut received: u128 = 0;
+
+    let scan = BOOK
+        .prefix(&prefix, Direction::Forward)
+        .with_chunk(MATCH_SCAN_CHUNK_ENTRIES);
+    for ((_, _, pk, maker_id), mut rest) in scan {
+        if remaining == 0 {
+            break;
+        }
+        let price = opp.price_from_key(pk);
+        if !crosses(price) {
+            break;
+        }
+        if rest.user == user {
+            // Self-trade prevention: the resting order is canceled.
+            cancel_resting(&mut funds, &market, market_id, opp, price, maker_id, rest)?;
+            self_trade_canceled.push(maker_id);
+            continue;
+        }
+        let q = remaining.min(rest.remaining);
+        let notional = u128::from(price) * u128::from(q);
+        match side {
+            Side::Buy => {
+                funds.spend_frozen(rest.user, &market.base, u128::from(q))?;
+                funds.credit(rest.user, &market.quote, notional)?;
+                spent = spent
+                    .checked_add(notional)
+                    .ok_or_else(|| overflow("order cost"))?;
+                received += u128::from(q);
+            }
+            Side::Sell => {
+                funds.spend_frozen(rest.user, &market.quote, notional)?;
+                funds.credit(rest.user, &market.base, u128::from(q))?;
+                spent += u128::from(q);
+                received = received
+                    .checked_add(notional)
+                    .ok_or_else(|| overflow("order proceeds"))?;
+            }
+        }
+        rest.remaining -= q;
+        remaining -= q;
+        let key = (market_id, opp.code(), pk, maker_id);
+        if rest.remaining == 0 {
+            BOOK.remove(&key);
+            OPEN.remove(&(rest.user, market_id, maker_id));
+        } else {
+            BOOK.put(&key, &rest);
+        }
+        let index = u32::try_from(fills.len()).map_err(|_| overflow("fill count"))?;
+        MAKER_FILLS.put(&(maker_id, id), &index);
+        match makers.iter_mut().find(|(u, _)| *u == rest.user) {
+            Some((_, indices)) => indices.push(index),
+            None => makers.push((rest.user, vec![index])),
+        }
+        fills.push(Fill {
+            maker_order: maker_id,
+            maker_user: rest.user,
+            price,
+            qty: q,
+        });
+    }
+
+    let filled = qty - remaining;
+    if p.kind == OrderKind::Market && filled == 0 {
+        return Err(Error::new(
+            "no-liquidity",
+            format!(
+                "market {market_id} has no {opp:?} orders from other users to fill a market order"
+            ),
+        ));
+    }
+    let rests = matches!(p.kind, OrderKind::Limit | OrderKind::PostOnly) && remaining > 0;
+    let resting = if rests { remaining } else { 0 };
+    let (spend_asset, receive_asset) = match side {
+        Side::Buy => (&market.quote, &market.base),
+        Side::Sell => (&market.base, &market.quote),
+    };
+    let freeze = match limit {
+        Some(price) if rests => frozen_for(&market, side, price, resting).1,
+        _ => 0,
+    };
+    let need = spent
+        .checked_add(freeze)
+        .ok_or_else(|| overflow("order cost"))?;
+    let b = funds.entry(user, spend_asset);
+    if b.available < need {
+        return Err(Error::new(
+            "insufficient-balance",
+            format!(
+                "user {user} has {} {spend_asset} available, the order needs {need} ({spent} to trade, {freeze} to rest)",
+                b.available
+            ),
+        ));
+    }
+    b.available -= need;
+    b.frozen = b
+        .frozen
+        .checked_add(freeze)
+        .ok_or_else(|| overflow("frozen balance"))?;
+    funds.credit(user, receive_asset, received)?;
+
+    let (state, status) = if rests {
+        (
+            Stored::Resting,
+            if filled == 0 {
+                Status::Open
+            } else {
+                Status::PartiallyFilled
+            },
+        )
+    } else if filled == qty {
+        (Stored::Filled, Status::Filled)
+    } else {
+        (Stored::Canceled, Status::Canceled)
+    };
+    let price = limit.unwrap_or(0);
+    ORDERS.put(
+        &id,
+        &Order {
+            user,
+            market: market_id,
+            side,
+            kind: p.kind,
+            price,
+            qty,
+            state,
+            filled,
+            timestamp_ms,
+        },
+    );
+    if rests {
+        BOOK.put(
+            &(market_id, side.code(), side.price_key(price), id),
+            &Resting {
+                user,
+                remaining: resting,
+            },
+        );
+        OPEN.put(&(user, market_id, id), &OpenRef { side, price });
+    }
+    if !fills.is_empty() {
+        USER_FILLS.put(
+            &(user, id),
+            &UserFills {
+                market: market_id,
+                taker: true,
+                indices: Vec::new(),
+            },
+        );
+        for (maker, indices) in makers {
+            USER_FILLS.put(
+                &(maker, id),
+                &UserFills {
+                    market: market_id,
+                    taker: false,
+                    indices,
+                },
+            );
+        }
+    }
+    funds.flush();
+    let fill_views = fills
+        .iter()
+        .map(|f| FillView {
+            maker_order: f.maker_order,
+            maker_user: f.maker_user,
+            price: f.price,
+            qty: f.qty,
+        })
+        .collect();
+    if !fills.is_empty() {
+        TRADES.put(
+            &(market_id, id),
+            &TradeBatch {
+                taker_user: user,
+                taker_side: side,
+                timestamp_ms,
+                fills,
+            },
+        );
+    }
+    Ok(Placed {
+        order: id,
+        status,
+        filled,
+        resting,
+        fills: fill_views,
+        self_trade_canceled,
+    })
+}
+
+/// `cancel`.
+pub fn cancel(c: Cancel) -> Result<Canceled, Error> {
+    let order = ORDERS
+        .get(&c.order)
+        .ok_or_else(|| Error::not_found(format!("no order {}", c.order)))?;
+    if order.user != c.user {
+        return Err(Error::new(
+            "not-owner",
+            format!(
+                "order {} belongs to another user; user {} cannot cancel it",
+                c.order, c.user
+            ),
+        ));
+    }
+    let not_open = || Error::new("not-open", format!("order {} is no longer open", c.order));
+    if order.state != Stored::Resting {
+        return Err(not_open());
+    }
+    let key = (
+        order.market,
+        order.side.code(),
+        order.side.price_key(order.price),
+        c.order,
+    );
+    let rest = BOOK.get(&key).ok_or_else(not_open)?;
+    let market = load_market(order.market)?;
+    let mut funds = Funds::default();
+    cancel_resting(
+        &mut funds,
+        &market,
+        order.market,
+        order.side,
+        order.price,
+        c.order,
+        rest,
+    )?;
+    funds.flush();
+    Ok(Canceled {
+        canceled: vec![c.order],
+    })
+}
+
+/// `cancel_all`.
+pub fn cancel_all(c: CancelAll) -> Result<Canceled, Error> {
+    let market = load_market(c.market)?;
+    let open: Vec<(u64, OpenRef)> = OPEN
+        .prefix(&(c.user, c.market), Direction::Forward)
+        .map(|((_, _, id), r)| (id, r))
+        .collect();
+    let mut funds = Funds::default();
+    let mut canceled = Vec::with_capacity(open.len());
+    for (id, r) in open {
+        let rest = BOOK
+            .get(&(c.market, r.side.code(), r.side.price_key(r.price), id))
+            .ok_or_else(|| corrupt(format!("open order {id} is not on the book")))?;
+        cancel_resting(&mut funds, &market, c.market, r.side, r.price, id, rest)?;
+        canceled.push(id);
+    }
+    funds.flush();
+    Ok(Canceled { canceled })
+}

@@ -1,0 +1,436 @@
+//! Read-only queries over committed state.
+
+use std::collections::BTreeMap;
+
+use keel_guest::{Direction, Error};
+
+use crate::api::{
+    Answer, AssetTotals, Audit, Best, BookDump, Cursor, Depth, Level, OrderView, Query, Queue,
+    QueuedOrder, Status, Trade, TradePage,
+};
+use crate::engine::{load_market, market_view};
+use crate::store::{
+    BALANCES, BOOK, LEDGER, MAKER_FILLS, MARKETS, Market, OPEN, ORDERS, Order, OrderKind, Side,
+    Stored, TRADES, TradeBatch, USER_FILLS,
+};
+
+/// Default page size of the fill and trade queries.
+pub const PAGE_ENTRIES_DEFAULT: u32 = 100;
+/// Largest page of the fill and trade queries (bounds the answer's size).
+pub const PAGE_ENTRIES_MAX: u32 = 1000;
+/// Default number of depth levels per side.
+pub const DEPTH_LEVELS_DEFAULT: u32 = 10;
+/// Most depth levels per side.
+pub const DEPTH_LEVELS_MAX: u32 = 1000;
+
+/// Answers a query.
+pub fn answer(q: Query) -> Result<Answer, Error> {
+    Ok(match q {
+        Query::Markets => {
+            Answer::Markets(MARKETS.iter().map(|(id, m)| market_view(id, m)).collect())
+        }
+        Query::Balances { user } => Answer::Balances(
+            BALANCES
+                .prefix(&(user,), Direction::Forward)
+                .map(|((_, asset), b)| (asset, b))
+                .collect(),
+        ),
+        Query::Order { id } => {
+            let order = ORDERS
+                .get(&id)
+                .ok_or_else(|| Error::not_found(format!("no order {id}")))?;
+            Answer::Order(order_view(id, order))
+        }
+        Query::OpenOrders { user, market } => {
+            let scan = match market {
+                Some(m) => OPEN.prefix(&(user, m), Direction::Forward),
+                None => OPEN.prefix(&(user,), Direction::Forward),
+            };
+            let mut out = Vec::new();
+            for ((_, _, id), _) in scan {
+                let order = ORDERS.get(&id).ok_or_else(|| {
+                    crate::engine::corrupt(format!("open order {id} has no order row"))
+                })?;
+                out.push(order_view(id, order));
+            }
+            Answer::Orders(out)
+        }
+        Query::Depth { market, levels } => {
+            load_market(market)?;
+            let n = levels
+                .unwrap_or(DEPTH_LEVELS_DEFAULT)
+                .clamp(1, DEPTH_LEVELS_MAX) as usize;
+            Answer::Depth(Depth {
+                market,
+                bids: levels_of(market, Side::Buy, n),
+                asks: levels_of(market, Side::Sell, n),
+            })
+        }
+        Query::Best { market } => {
+            load_market(market)?;
+            Answer::Best(Best {
+                market,
+                bid: levels_of(market, Side::Buy, 1).pop(),
+                ask: levels_of(market, Side::Sell, 1).pop(),
+            })
+        }
+        Query::OrderFills { id, before, limit } => {
+            let order = ORDERS
+                .get(&id)
+                .ok_or_else(|| Error::not_found(format!("no order {id}")))?;
+            Answer::Trades(order_fills(id, &order, before, page_size(limit)))
+        }
+        Query::UserFills {
+            user,
+            before,
+            limit,
+        } => Answer::Trades(user_fills(user, before, page_size(limit))),
+        Query::Trades {
+            market,
+            before,
+            limit,
+        } => {
+            load_market(market)?;
+            Answer::Trades(market_trades(market, before, page_size(limit)))
+        }
+        Query::Book { market } => {
+            load_market(market)?;
+            Answer::Book(BookDump {
+                market,
+                bids: queues_of(market, Side::Buy),
+                asks: queues_of(market, Side::Sell),
+            })
+        }
+        Query::Audit => Answer::Audit(audit()),
+    })
+}
+
+fn page_size(limit: Option<u32>) -> usize {
+    limit
+        .unwrap_or(PAGE_ENTRIES_DEFAULT)
+        .clamp(1, PAGE_ENTRIES_MAX) as usize
+}
+
+/// An order's client view; a `Resting` row is completed from the book.
+pub fn order_view(id: u64, o: Order) -> OrderView {
+    let (status, filled) = match o.state {
+        Stored::Resting => {
+            match BOOK.get(&(o.market, o.side.code(), o.side.price_key(o.price), id)) {
+                Some(rest) if rest.remaining == o.qty => (Status::Open, 0),
+                Some(rest) => (
+                    Status::PartiallyFilled,
+                    o.qty.saturating_sub(rest.remaining),
+                ),
+                // Off the book without a cancel: filled.
+                None => (Status::Filled, o.qty),
+            }
+        }
+        Stored::Filled => (Status::Filled, o.qty),
+        Stored::Canceled => (Status::Canceled, o.filled),
+    };
+    OrderView {
+        id,
+        user: o.user,
+        market: o.market,
+        side: o.side,
+        kind: o.kind,
+        price: (o.kind != OrderKind::Market).then_some(o.price),
+        qty: o.qty,
+        status,
+        filled,
+        remaining: o.qty.saturating_sub(filled),
+        timestamp_ms: o.timestamp_ms,
+    }
+}
+
+fn levels_of(market: u32, side: Side, n: usize) -> Vec<Level> {
+    let mut out: Vec<Level> = Vec::new();
+    for ((_, _, pk, _), rest) in BOOK
+        .prefix(&(market, side.code()), Direction::Forward)
+        .with_chunk(64)
+    {
+        let price = side.price_from_key(pk);
+        match out.last_mut() {
+            Some(level) if level.price == price => {
+                level.qty += u128::from(rest.remaining);
+                level.orders += 1;
+            }
+            _ => {
+                if out.len() == n {
+                    break;
+                }
+                out.push(Level {
+                    price,
+                    qty: u128::from(rest.remaining),
+                    orders: 1,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn queues_of(market: u32, side: Side) -> Vec<Queue> {
+    let mut out: Vec<Queue> = Vec::new();
+    for ((_, _, pk, id), rest) in BOOK
+        .prefix(&(market, side.code()), Direction::Forward)
+        .with_chunk(1024)
+    {
+        let price = side.price_from_key(pk);
+        let entry = QueuedOrder {
+            id,
+            user: rest.user,
+            remaining: rest.remaining,
+        };
+        match out.last_mut() {
+            Some(q) if q.price == price => q.orders.push(entry),
+            _ => out.push(Queue {
+                price,
+                orders: vec![entry],
+            }),
+        }
+    }
+    out
+}
+
+fn trade_view(market: u32, seq: u64, index: u32, batch: &TradeBatch) -> Trade {
+    let f = batch.fills[index as usize];
+    Trade {
+        seq,
+        index,
+        market,
+        price: f.price,
+        qty: f.qty,
+        taker_side: batch.taker_side,
+        taker_order: seq,
+        taker_user: batch.taker_user,
+        maker_order: f.maker_order,
+        maker_user: f.maker_user,
+        timestamp_ms: batch.timestamp_ms,
+    }
+}
+
+/// Collects trades newest first into a page.
+struct Pager {
+    before: Option<Cursor>,
+    limit: usize,
+    trades: Vec<Trade>,
+}
+
+impl Pager {
+    fn new(before: Option<Cursor>, limit: usize) -> Self {
+        Self {
+            before,
+            limit,
+            trades: Vec::new(),
+        }
+    }
+
+    fn upper_seq(&self) -> u64 {
+        self.before.map_or(u64::MAX, |c| c.seq)
+    }
+
+    /// Offers fills `indices` (any order) of batch `seq`; returns false once the page is full.
+    fn offer(
+        &mut self,
+        market: u32,
+        seq: u64,
+        batch: &TradeBatch,
+        indices: impl DoubleEndedIterator<Item = u32>,
+    ) -> bool {
+        for index in indices.rev() {
+            if (index as usize) >= batch.fills.len() {
+                continue;
+            }
+            if self
+                .before
+                .is_some_and(|c| (seq, index) >= (c.seq, c.index))
+            {
+                continue;
+            }
+            if self.trades.len() == self.limit {
+                return false;
+            }
+            self.trades.push(trade_view(market, seq, index, batch));
+        }
+        true
+    }
+
+    fn finish(self, full: bool) -> TradePage {
+        let next = if full {
+            self.trades.last().map(|t| Cursor {
+                seq: t.seq,
+                index: t.index,
+            })
+        } else {
+            None
+        };
+        TradePage {
+            trades: self.trades,
+            next,
+        }
+    }
+}
+
+fn all_indices(batch: &TradeBatch) -> std::ops::Range<u32> {
+    0..batch.fills.len() as u32
+}
+
+fn market_trades(market: u32, before: Option<Cursor>, limit: usize) -> TradePage {
+    let mut pager = Pager::new(before, limit);
+    let upper = pager.upper_seq();
+    for ((_, seq), batch) in TRADES
+        .range_rev((market, 0)..=(market, upper))
+        .with_chunk(16)
+    {
+        if !pager.offer(market, seq, &batch, all_indices(&batch)) {
+            return pager.finish(true);
+        }
+    }
+    pager.finish(false)
+}
+
+fn user_fills(user: u64, before: Option<Cursor>, limit: usize) -> TradePage {
+    let mut pager = Pager::new(before, limit);
+    let upper = pager.upper_seq();
+    for ((_, seq), mine) in USER_FILLS
+        .range_rev((user, 0)..=(user, upper))
+        .with_chunk(32)
+    {
+        let Some(batch) = TRADES.get(&(mine.market, seq)) else {
+            continue;
+        };
+        let more = if mine.taker {
+            pager.offer(mine.market, seq, &batch, all_indices(&batch))
+        } else {
+            pager.offer(mine.market, seq, &batch, mine.indices.iter().copied())
+        };
+        if !more {
+            return pager.finish(true);
+        }
+    }
+    pager.finish(false)
+}
+
+fn order_fills(id: u64, order: &Order, before: Option<Cursor>, limit: usize) -> TradePage {
+    let mut pager = Pager::new(before, limit);
+    let upper = pager.upper_seq();
+    // As maker: in later commands, newest first.
+    for ((_, seq), index) in MAKER_FILLS.range_rev((id, 0)..=(id, upper)).with_chunk(64) {
+        let Some(batch) = TRADES.get(&(order.market, seq)) else {
+            continue;
+        };
+        if !pager.offer(order.market, seq, &batch, std::iter::once(index)) {
+            return pager.finish(true);
+        }
+    }
+    // As taker: in the command that placed it.
+    if let Some(batch) = TRADES.get(&(order.market, id))
+        && !pager.offer(order.market, id, &batch, all_indices(&batch))
+    {
+        return pager.finish(true);
+    }
+    pager.finish(false)
+}
+
+/// Checks, over all state: conservation per asset, frozen balances equal
+/// what the book holds, every resting order indexed and recorded, and no
+/// market crossed.
+fn audit() -> Audit {
+    let mut problems = Vec::new();
+    let mut assets: BTreeMap<String, AssetTotals> = BTreeMap::new();
+    let mut frozen: BTreeMap<(u64, String), (u128, u128)> = BTreeMap::new();
+    for ((user, asset), b) in BALANCES.iter() {
+        let t = assets.entry(asset.clone()).or_default();
+        t.available = t.available.saturating_add(b.available);
+        t.frozen = t.frozen.saturating_add(b.frozen);
+        frozen.entry((user, asset)).or_default().0 = b.frozen;
+    }
+    for (asset, l) in LEDGER.iter() {
+        let t = assets.entry(asset).or_default();
+        t.deposited = l.deposited;
+        t.withdrawn = l.withdrawn;
+    }
+    for (asset, t) in &assets {
+        let held = t.available.saturating_add(t.frozen);
+        if Some(held) != t.deposited.checked_sub(t.withdrawn) {
+            problems.push(format!(
+                "{asset}: balances hold {held} but deposits minus withdrawals are {} - {}",
+                t.deposited, t.withdrawn
+            ));
+        }
+    }
+    let markets: BTreeMap<u32, Market> = MARKETS.iter().collect();
+    let mut resting_orders = 0u64;
+    let mut best: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+    for ((market, side_code, pk, id), rest) in BOOK.iter().with_chunk(1024) {
+        resting_orders += 1;
+        let side = if side_code == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let price = side.price_from_key(pk);
+        best.entry((market, side_code)).or_insert(price);
+        let Some(m) = markets.get(&market) else {
+            problems.push(format!("order {id} rests in unknown market {market}"));
+            continue;
+        };
+        let (asset, amount) = match side {
+            Side::Buy => (
+                m.quote.clone(),
+                u128::from(price) * u128::from(rest.remaining),
+            ),
+            Side::Sell => (m.base.clone(), u128::from(rest.remaining)),
+        };
+        let slot = &mut frozen.entry((rest.user, asset)).or_default().1;
+        *slot = slot.saturating_add(amount);
+        if rest.remaining == 0 {
+            problems.push(format!("order {id} rests with nothing remaining"));
+        }
+        match ORDERS.get(&id) {
+            Some(o)
+                if o.state == Stored::Resting
+                    && o.user == rest.user
+                    && o.market == market
+                    && o.side == side
+                    && o.price == price
+                    && rest.remaining <= o.qty => {}
+            other => problems.push(format!(
+                "resting order {id} disagrees with its order row {other:?}"
+            )),
+        }
+        if OPEN.get(&(rest.user, market, id)) != Some(crate::store::OpenRef { side, price }) {
+            problems.push(format!(
+                "resting order {id} is missing from its owner's open orders"
+            ));
+        }
+    }
+    let open_count = OPEN.iter().with_chunk(1024).count() as u64;
+    if open_count != resting_orders {
+        problems.push(format!(
+            "{open_count} open-order entries for {resting_orders} resting orders"
+        ));
+    }
+    for ((user, asset), (held, expected)) in frozen {
+        if held != expected {
+            problems.push(format!(
+                "user {user} has {held} {asset} frozen, resting orders hold {expected}"
+            ));
+        }
+    }
+    for market in markets.keys() {
+        if let (Some(bid), Some(ask)) = (best.get(&(*market, 0)), best.get(&(*market, 1)))
+            && bid >= ask
+        {
+            problems.push(format!(
+                "market {market} is crossed: bid {bid} >= ask {ask}"
+            ));
+        }
+    }
+    Audit {
+        assets,
+        resting_orders,
+        problems,
+    }
+}

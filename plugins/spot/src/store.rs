@@ -1,0 +1,242 @@
+//! The spot plugin's tables and stored records.
+//!
+//! | table | key | value | written |
+//! |---|---|---|---|
+//! | `markets` | market id `u32` | [`Market`] | `create_market` |
+//! | `balances` | `(user u64, asset)` | [`Balance`] | whenever funds move |
+//! | `ledger` | asset | [`Ledger`] (deposited, withdrawn) | `deposit`, `withdraw` |
+//! | `orders` | order id `u64` | [`Order`]: terms and terminal state | placement, cancel |
+//! | `book` | `(market, side, price key, order id)` | [`Resting`] (user, remaining) | placement, fill, cancel |
+//! | `open` | `(user, market, order id)` | [`OpenRef`] (side, price) | placement, full fill, cancel |
+//! | `trades` | `(market, taker order id)` | [`TradeBatch`]: every fill of one command | crossing orders |
+//! | `user_fills` | `(user, taker order id)` | [`UserFills`]: which fills of that batch are the user's | crossing orders |
+//! | `maker_fills` | `(maker order id, taker order id)` | index of the fill in the batch | crossing orders |
+//!
+//! The book key sorts each side best-first: the price key is the price for
+//! asks and `u64::MAX - price` for bids, and the order id (the journaled
+//! sequence number of the command that placed it) breaks ties in arrival
+//! order, so a forward prefix scan over `(market, side)` walks the book in
+//! price-time priority.
+//!
+//! Write economy (every row written is what throughput depends on): a
+//! resting order's live remaining quantity lives only in its `book` entry;
+//! its `orders` row keeps the terms and says `Resting`. An order whose row
+//! says `Resting` but which has left the book was filled (a cancel always
+//! rewrites the row), so a fill never rewrites the maker's `orders` row.
+//! All fills of one command share one `trades` row, and the taker's fills
+//! are found there by its order id.
+
+use keel_guest::Table;
+use serde::{Deserialize, Serialize};
+
+/// Market id → market.
+pub const MARKETS: Table<u32, Market> = Table::new("markets");
+/// (user, asset) → balance.
+pub const BALANCES: Table<(u64, String), Balance> = Table::new("balances");
+/// Asset → total deposited and withdrawn (for the conservation audit).
+pub const LEDGER: Table<String, Ledger> = Table::new("ledger");
+/// Order id → order terms and state.
+pub const ORDERS: Table<u64, Order> = Table::new("orders");
+/// (market, side, price key, order id) → resting order.
+pub const BOOK: Table<(u32, u8, u64, u64), Resting> = Table::new("book");
+/// (user, market, order id) → where the order rests.
+pub const OPEN: Table<(u64, u32, u64), OpenRef> = Table::new("open");
+/// (market, taker order id) → every fill of that command.
+pub const TRADES: Table<(u32, u64), TradeBatch> = Table::new("trades");
+/// (user, taker order id) → the user's fills in that batch.
+pub const USER_FILLS: Table<(u64, u64), UserFills> = Table::new("user_fills");
+/// (maker order id, taker order id) → index of the maker's fill in the batch.
+pub const MAKER_FILLS: Table<(u64, u64), u32> = Table::new("maker_fills");
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Bid: spends the quote asset, receives the base asset.
+    Buy,
+    /// Ask: spends the base asset, receives the quote asset.
+    Sell,
+}
+
+impl Side {
+    /// The side an incoming order of this side matches against.
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+
+    /// The side's byte in `book` keys.
+    pub fn code(self) -> u8 {
+        match self {
+            Side::Buy => 0,
+            Side::Sell => 1,
+        }
+    }
+
+    /// The price key that sorts this side best-first.
+    pub fn price_key(self, price: u64) -> u64 {
+        match self {
+            Side::Buy => u64::MAX - price,
+            Side::Sell => price,
+        }
+    }
+
+    /// Inverse of [`Side::price_key`].
+    pub fn price_from_key(self, key: u64) -> u64 {
+        self.price_key(key)
+    }
+
+    /// Whether a resting order at `resting` is acceptable to an incoming
+    /// order of this side limited to `limit`.
+    pub fn crosses(self, limit: u64, resting: u64) -> bool {
+        match self {
+            Side::Buy => resting <= limit,
+            Side::Sell => resting >= limit,
+        }
+    }
+}
+
+/// How an order executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    /// Good-till-cancel limit order: matches what crosses, rests the rest.
+    #[default]
+    Limit,
+    /// No price: matches the best prices until filled or the book is empty;
+    /// the unfilled rest is canceled.
+    Market,
+    /// Immediate-or-cancel: matches what crosses, cancels the rest.
+    Ioc,
+    /// Fill-or-kill: fills completely at once or is refused.
+    Fok,
+    /// Rests only; refused if it would match.
+    PostOnly,
+}
+
+/// A market: base/quote pair and its increments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Market {
+    /// Asset bought and sold (quantities are in its units).
+    pub base: String,
+    /// Asset prices are expressed in: one base unit costs `price` quote units.
+    pub quote: String,
+    /// Every price is a multiple of this.
+    pub tick_size: u64,
+    /// Every quantity is a multiple of this.
+    pub lot_size: u64,
+    /// Smallest order quantity.
+    pub min_size: u64,
+}
+
+/// A user's holding of one asset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Free to spend or withdraw.
+    pub available: u128,
+    /// Held by resting orders.
+    pub frozen: u128,
+}
+
+/// Totals of external flows of one asset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Sum of all deposits.
+    pub deposited: u128,
+    /// Sum of all withdrawals.
+    pub withdrawn: u128,
+}
+
+/// Where an order stands, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stored {
+    /// Placed on the book; `book` holds its live remaining quantity, and
+    /// its absence from the book means it was filled.
+    Resting,
+    /// Completely filled by its own command.
+    Filled,
+    /// Canceled (by its owner, self-trade prevention, or the unfilled part
+    /// of an IOC or market order); `filled` says how much traded first.
+    Canceled,
+}
+
+/// An order's terms and stored state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Owner.
+    pub user: u64,
+    /// Market id.
+    pub market: u32,
+    /// Buy or sell.
+    pub side: Side,
+    /// Execution style.
+    pub kind: OrderKind,
+    /// Limit price (0 for market orders).
+    pub price: u64,
+    /// Original quantity.
+    pub qty: u64,
+    /// Stored state.
+    pub state: Stored,
+    /// Quantity filled when the row was written (for `Resting`: filled by
+    /// the placing command itself).
+    pub filled: u64,
+    /// Journaled time of placement.
+    pub timestamp_ms: u64,
+}
+
+/// A resting order's book entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resting {
+    /// Owner.
+    pub user: u64,
+    /// Quantity still open.
+    pub remaining: u64,
+}
+
+/// Locates a user's open order in the book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRef {
+    /// Side of the order.
+    pub side: Side,
+    /// Limit price.
+    pub price: u64,
+}
+
+/// One fill: the incoming (taker) order against one resting (maker) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    /// The resting order.
+    pub maker_order: u64,
+    /// Its owner.
+    pub maker_user: u64,
+    /// Execution price (the maker's limit price).
+    pub price: u64,
+    /// Quantity traded.
+    pub qty: u64,
+}
+
+/// Every fill of one incoming order, in execution order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeBatch {
+    /// Owner of the incoming order (whose id keys the batch).
+    pub taker_user: u64,
+    /// Side of the incoming order.
+    pub taker_side: Side,
+    /// Journaled time of execution.
+    pub timestamp_ms: u64,
+    /// The fills.
+    pub fills: Vec<Fill>,
+}
+
+/// Which fills of a batch belong to a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserFills {
+    /// Market of the batch.
+    pub market: u32,
+    /// The user was the taker: every fill of the batch is theirs.
+    pub taker: bool,
+    /// As maker: indices of the user's fills in the batch, ascending.
+    pub indices: Vec<u32>,
+}
