@@ -43,6 +43,8 @@ pub use serde;
 #[macro_export]
 macro_rules! export {
     ($plugin:ty) => {
+        // Natively (tests, benchmarks) there is no component to export from.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             type KeelPluginAdapter = $crate::Adapter<$plugin>;
             $crate::bindings::__export_keel_world!(KeelPluginAdapter with_types_in $crate::bindings);

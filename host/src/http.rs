@@ -20,20 +20,20 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::error::HostError;
 use crate::host::Host;
-use crate::limits::COMPONENT_SIZE_BYTES_MAX;
+use crate::limits::{BODY_DRAIN_BYTES_MAX, COMPONENT_SIZE_BYTES_MAX};
 
 #[derive(Clone)]
 struct AppState {
@@ -66,31 +66,43 @@ fn raw_json(bytes: &[u8]) -> Result<&RawValue, Response> {
     })
 }
 
-fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Response> {
-    body.map_err(|e| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            error_response(&HostError::TooLarge {
-                what: "request body",
-                size: limit + 1,
-                limit,
-            })
-        } else {
+/// Reads a request body of at most `limit` bytes. A larger body is
+/// drained (up to [`BODY_DRAIN_BYTES_MAX`]) so that the client, which is
+/// still sending, receives a clean 413 naming the limit instead of a reset
+/// connection.
+async fn read_body(body: Body, what: &'static str, limit: usize) -> Result<Bytes, Response> {
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             json_response(
-                status,
-                json!({"error": {"code": "bad-request", "message": e.body_text()}}).to_string(),
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "bad-request", "message": format!("reading the request body: {e}")}}).to_string(),
             )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > BODY_DRAIN_BYTES_MAX {
+                break;
+            }
         }
-    })
+    }
+    if total > limit {
+        return Err(error_response(&HostError::TooLarge {
+            what,
+            size: total,
+            limit,
+        }));
+    }
+    Ok(Bytes::from(buf))
 }
 
-async fn command(
-    State(app): State<AppState>,
-    Path(plugin): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn command(State(app): State<AppState>, Path(plugin): Path<String>, body: Body) -> Response {
     let limit = app.host.config().limits.command_bytes_max;
-    let body = match body_or_error(body, limit) {
+    let body = match read_body(body, "command", limit).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -106,13 +118,9 @@ async fn command(
     }
 }
 
-async fn query(
-    State(app): State<AppState>,
-    Path(plugin): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn query(State(app): State<AppState>, Path(plugin): Path<String>, body: Body) -> Response {
     let limit = app.host.config().limits.command_bytes_max;
-    let body = match body_or_error(body, limit) {
+    let body = match read_body(body, "command", limit).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -157,9 +165,9 @@ struct DeployParams {
 async fn deploy(
     State(app): State<AppState>,
     Query(params): Query<DeployParams>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body_or_error(body, COMPONENT_SIZE_BYTES_MAX) {
+    let body = match read_body(body, "component", COMPONENT_SIZE_BYTES_MAX).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -246,20 +254,15 @@ async fn require_token(
 /// The API's router for `host`.
 pub fn router(host: Arc<Host>) -> Router {
     let token = host.config().token.as_deref().map(Arc::from);
-    let command_limit = host.config().limits.command_bytes_max;
     let state = AppState { host, token };
     let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/plugins", get(plugins))
-        .route(
-            "/v1/plugins",
-            post(deploy).layer(DefaultBodyLimit::max(COMPONENT_SIZE_BYTES_MAX)),
-        )
+        .route("/v1/plugins", post(deploy))
         .route("/v1/plugins/{name}", get(plugin))
         .route("/v1/plugins/{name}/commands", post(command))
         .route("/v1/plugins/{name}/queries", post(query))
         .route("/v1/plugins/{name}/rollback/{hash}", post(rollback))
-        .layer(DefaultBodyLimit::max(command_limit))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))

@@ -37,6 +37,9 @@ pub const BATCH_COMMANDS_MAX: usize = 1024;
 pub const QUEUE_COMMANDS_MAX: usize = 65_536;
 /// Longest plugin name, in bytes.
 pub const PLUGIN_NAME_SIZE_BYTES_MAX: usize = 48;
+/// Most bytes of an oversized HTTP body read (and discarded) so that the
+/// client gets a 413 answer rather than a reset connection.
+pub const BODY_DRAIN_BYTES_MAX: usize = 256 << 20;
 /// Largest component file accepted, in bytes.
 pub const COMPONENT_SIZE_BYTES_MAX: usize = 64 << 20;
 

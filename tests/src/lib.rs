@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests: the bundled components and a
-//! throwaway host (re-exported from the host crate's test kit).
+//! Helpers shared by the integration tests: the bundled components, a
+//! throwaway in-process host (the host crate's test kit) and a real
+//! `keel serve` process ([`server::Server`]).
+
+pub mod server;
 
 pub use keel_host::testkit::TestHost;
 pub use keel_plugins as plugins;
