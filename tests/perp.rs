@@ -256,7 +256,7 @@ proptest! {
 fn observe_server(s: &Server) -> Value {
     observe(|q| {
         s.query("perp", &q)
-            .unwrap_or_else(|(_, body)| json!({"error": body["code"].clone()}))
+            .unwrap_or_else(|(_, body)| json!({"error": body["error"]["code"].clone()}))
     })
 }
 
