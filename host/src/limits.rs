@@ -19,7 +19,7 @@ pub const SCAN_CHUNK_ENTRIES_MAX: u32 = 1024;
 pub const SCAN_CHUNK_BYTES_MAX: usize = 4 << 20;
 /// Longest log line kept from a plugin, in bytes (longer ones are cut).
 pub const LOG_LINE_BYTES_MAX: usize = 4096;
-/// Most open cursors per call (a plugin leaking cursors gets an error).
+/// Most cursors an instance may hold open at once (a leaking plugin traps).
 pub const CURSORS_OPEN_MAX: usize = 256;
 /// Fuel (roughly wasm instructions) one command may burn (default).
 pub const FUEL_PER_COMMAND: u64 = 200_000_000;

@@ -99,9 +99,11 @@ impl HostState {
     }
 
     /// Resets per-call state before a call.
+    ///
+    /// Cursors are not reset: a well-behaved guest drops each one (which
+    /// decrements the count), and a guest that leaks them runs into
+    /// [`CURSORS_OPEN_MAX`] and traps, which replaces the whole store.
     pub(crate) fn begin_call(&mut self) {
-        self.resources = ResourceTable::new();
-        self.cursors_open = 0;
         self.memory.hit = false;
         self.fault = None;
     }

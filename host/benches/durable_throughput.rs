@@ -1,0 +1,112 @@
+//! Durable throughput with group commit: the bench plugin's `put3`
+//! command (three rows) through the host with immediate durability (one
+//! fsync per batch), next to a native loop that commits every command to
+//! redb on its own (three rows, one durable transaction per command: the
+//! per-operation design Keel replaces), measured in the same run.
+//!
+//! `cargo bench -p keel-host --bench durable_throughput`
+//! (commands: KEEL_BENCH_COMMANDS, in flight: KEEL_BENCH_IN_FLIGHT).
+
+#[path = "stats.rs"]
+mod stats;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use keel_host::testkit::TestHost;
+use redb::TableDefinition;
+use stats::{Latencies, env_usize, per_second};
+
+const A: TableDefinition<u64, u64> = TableDefinition::new("a");
+const B: TableDefinition<u64, u64> = TableDefinition::new("b");
+const C: TableDefinition<u64, &[u8]> = TableDefinition::new("c");
+
+fn main() {
+    let commands = env_usize("KEEL_BENCH_COMMANDS", 100_000);
+    let in_flight = env_usize("KEEL_BENCH_IN_FLIGHT", 4096);
+    let baseline_commands = env_usize("KEEL_BENCH_BASELINE_COMMANDS", 3_000);
+
+    // Keel: pipelined clients, group commit, immediate durability.
+    let t = TestHost::new();
+    t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
+        .unwrap();
+    let host = t.host();
+    let bodies: Vec<Vec<u8>> = (0..commands)
+        .map(|i| format!("{{\"put3\":{{\"id\":{i}}}}}").into_bytes())
+        .collect();
+    let mut latencies = Vec::with_capacity(commands);
+    let mut pending = VecDeque::with_capacity(in_flight);
+    let start = Instant::now();
+    for body in &bodies {
+        pending.push_back((
+            Instant::now(),
+            host.submit_pipelined("bench", body).unwrap(),
+        ));
+        if pending.len() >= in_flight {
+            let (sent, rx) = pending.pop_front().unwrap();
+            rx.blocking_recv().unwrap().unwrap();
+            latencies.push(sent.elapsed().as_nanos() as u64);
+        }
+    }
+    for (sent, rx) in pending {
+        rx.blocking_recv().unwrap().unwrap();
+        latencies.push(sent.elapsed().as_nanos() as u64);
+    }
+    let keel_elapsed = start.elapsed();
+    let keel_rate = per_second(commands, keel_elapsed);
+    let keel = Latencies::new(latencies);
+
+    // Baseline: one durable redb transaction per command, same three rows.
+    let dir = tempfile::tempdir().unwrap();
+    let db = redb::Database::create(dir.path().join("baseline.redb")).unwrap();
+    let mut base_lat = Vec::with_capacity(baseline_commands);
+    let start = Instant::now();
+    for i in 0..baseline_commands as u64 {
+        let t0 = Instant::now();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(A).unwrap().insert(i, i).unwrap();
+            txn.open_table(B)
+                .unwrap()
+                .insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i)
+                .unwrap();
+            txn.open_table(C)
+                .unwrap()
+                .insert(i, [7u8; 32].as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        base_lat.push(t0.elapsed().as_nanos() as u64);
+    }
+    let base_rate = per_second(baseline_commands, start.elapsed());
+    let base = Latencies::new(base_lat);
+
+    println!(
+        "durable put3 (3 rows/command), {commands} commands, {in_flight} in flight (machine: {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "{:<48} {:>12} {:>10} {:>10}",
+        "", "commands/s", "p50 µs", "p99 µs"
+    );
+    println!(
+        "{:<48} {:>12.0} {:>10.1} {:>10.1}",
+        "keel: component, group commit, fsync per batch",
+        keel_rate,
+        keel.p50_us(),
+        keel.p99_us()
+    );
+    println!(
+        "{:<48} {:>12.0} {:>10.1} {:>10.1}",
+        "native: one durable redb commit per command",
+        base_rate,
+        base.p50_us(),
+        base.p99_us()
+    );
+    println!(
+        "ratio keel / per-command commit: {:.1}x (goal >= 20x)",
+        keel_rate / base_rate
+    );
+}
