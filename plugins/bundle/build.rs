@@ -11,20 +11,50 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (short name, crate name, target) of every bundled plugin.
-const PLUGINS: &[(&str, &str, &str)] = &[
-    ("counter", "keel-plugin-counter", "wasm32-unknown-unknown"),
-    ("bench", "keel-plugin-bench", "wasm32-unknown-unknown"),
+/// (short name, crate name, target, cargo features) of every bundled plugin.
+/// Entries with features are variants of another crate (e.g. the next
+/// version of the counter, for hot-swap tests) and build into their own
+/// target directory so that their artifacts do not overwrite the default.
+const PLUGINS: &[(&str, &str, &str, &str)] = &[
+    (
+        "counter",
+        "keel-plugin-counter",
+        "wasm32-unknown-unknown",
+        "",
+    ),
+    ("bench", "keel-plugin-bench", "wasm32-unknown-unknown", ""),
     (
         "misbehave",
         "keel-plugin-misbehave",
         "wasm32-unknown-unknown",
+        "",
     ),
-    ("spot", "keel-plugin-spot", "wasm32-unknown-unknown"),
-    ("auction", "keel-plugin-auction", "wasm32-unknown-unknown"),
-    ("perp", "keel-plugin-perp", "wasm32-unknown-unknown"),
-    ("dag", "keel-plugin-dag", "wasm32-unknown-unknown"),
+    ("spot", "keel-plugin-spot", "wasm32-unknown-unknown", ""),
+    (
+        "auction",
+        "keel-plugin-auction",
+        "wasm32-unknown-unknown",
+        "",
+    ),
+    ("perp", "keel-plugin-perp", "wasm32-unknown-unknown", ""),
+    ("dag", "keel-plugin-dag", "wasm32-unknown-unknown", ""),
+    (
+        "counter-v2",
+        "keel-plugin-counter",
+        "wasm32-unknown-unknown",
+        "v2",
+    ),
+    ("wasi-probe", "keel-plugin-wasi-probe", "wasm32-wasip2", ""),
 ];
+
+/// The target directory of a build group.
+fn group_dir(base: &Path, features: &str) -> PathBuf {
+    if features.is_empty() {
+        base.to_path_buf()
+    } else {
+        base.with_file_name(format!("plugins-build-{features}"))
+    }
+}
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -46,9 +76,10 @@ fn main() {
     let target_dir = workspace.join("target").join("plugins-build");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
-    let mut targets: Vec<&str> = PLUGINS.iter().map(|p| p.2).collect();
-    targets.dedup();
-    for target in targets {
+    let mut groups: Vec<(&str, &str)> = PLUGINS.iter().map(|p| (p.2, p.3)).collect();
+    groups.sort();
+    groups.dedup();
+    for (target, features) in groups {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&workspace)
             .args([
@@ -60,9 +91,12 @@ fn main() {
                 target,
             ])
             .arg("--target-dir")
-            .arg(&target_dir);
-        for (_, krate, t) in PLUGINS {
-            if *t == target {
+            .arg(group_dir(&target_dir, features));
+        if !features.is_empty() {
+            cmd.args(["--features", features]);
+        }
+        for (_, krate, t, f) in PLUGINS {
+            if *t == target && *f == features {
                 cmd.args(["-p", krate]);
             }
         }
@@ -86,7 +120,7 @@ fn main() {
         let status = cmd.status().expect("running cargo for the plugins");
         assert!(
             status.success(),
-            "building the bundled plugins for {target} failed"
+            "building the bundled plugins for {target} (features {features:?}) failed"
         );
     }
 
@@ -97,13 +131,13 @@ fn main() {
     )
     .unwrap();
     writeln!(out, "pub const ALL: &[(&str, &str)] = &[").unwrap();
-    for (name, krate, target) in PLUGINS {
-        let file = artifact(&target_dir, krate, target);
+    for (name, krate, target, features) in PLUGINS {
+        let file = artifact(&group_dir(&target_dir, features), krate, target);
         writeln!(out, "    ({name:?}, {:?}),", file.display().to_string()).unwrap();
     }
     writeln!(out, "];").unwrap();
-    for (name, krate, target) in PLUGINS {
-        let file = artifact(&target_dir, krate, target);
+    for (name, krate, target, features) in PLUGINS {
+        let file = artifact(&group_dir(&target_dir, features), krate, target);
         let ident = name.to_uppercase().replace('-', "_");
         writeln!(out, "/// Path of the `{name}` component.").unwrap();
         writeln!(

@@ -1,0 +1,1 @@
+//! Hot-swap tests (to be written).

@@ -1,0 +1,1 @@
+//! Sealed WASI tests (to be written).
