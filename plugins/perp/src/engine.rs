@@ -40,7 +40,8 @@ use keel_guest::Error;
 
 use crate::fixed::{self, FUNDING_INDEX_SCALE, PPM};
 use crate::state::{
-    ACCOUNTS, Account, LEDGER, LEDGER_KEY, Ledger, MARKETS, Market, POSITIONS, Position, Side, bump,
+    ACCOUNTS, Account, LEDGER, LEDGER_KEY, Ledger, MARKETS, Market, POSITIONS, Position, Side,
+    bump, debit,
 };
 use crate::{FundingReport, LiquidationReport, MarketView, Response, TradeKind, TradeReport, view};
 
@@ -49,6 +50,16 @@ pub const ID_BYTES_MAX: usize = 64;
 /// Largest funding rate per application, in ppm (10 %): a larger one is
 /// certainly a typo, and the bound keeps index arithmetic far from overflow.
 pub const FUNDING_RATE_PPM_MAX: i64 = 100_000;
+/// Largest mark price (quote units per unit of size).
+pub const PRICE_MAX: i64 = 1_000_000_000;
+/// Largest absolute position size (units of size).
+pub const POSITION_SIZE_MAX: i64 = 1_000_000_000;
+// With both bounds a notional and an open notional stay within ±1e18, so
+// unrealized and realized PnL (a difference of two of them) always fit an
+// i64: a position can always be valued, closed and liquidated, whatever the
+// mark does. Choose units accordingly (e.g. µUSD per 0.001 BTC: 1e8 at
+// 100 000 USD, and up to 1e6 BTC per position).
+const _: () = assert!((PRICE_MAX as i128) * (POSITION_SIZE_MAX as i128) * 2 <= i64::MAX as i128);
 
 /// What a trading command insists on, beyond the signed size change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +77,15 @@ pub fn check_id(what: &str, id: &str) -> Result<(), Error> {
     if id.is_empty() || id.len() > ID_BYTES_MAX || id.chars().any(char::is_control) {
         return Err(Error::invalid(format!(
             "{what} id {id:?} must be 1..={ID_BYTES_MAX} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_price(what: &str, price: i64) -> Result<(), Error> {
+    if price <= 0 || price > PRICE_MAX {
+        return Err(Error::invalid(format!(
+            "{what} must be in 1..={PRICE_MAX}, got {price}"
         )));
     }
     Ok(())
@@ -118,7 +138,7 @@ fn settle_funding(
     let owed = pos.pending_funding(market)?;
     pos.funding_snapshot = market.funding_index(Side::of(pos.size));
     if owed != 0 {
-        bump(&mut pos.margin, -owed, "position margin")?;
+        debit(&mut pos.margin, owed, "position margin")?;
         bump(&mut market.funding_pool, owed, "funding pool")?;
         bump(&mut account.funding_paid, owed, "funding paid")?;
     }
@@ -152,6 +172,18 @@ fn add_size(
     delta: i64,
     margin: Option<i64>,
 ) -> Result<i64, Error> {
+    let new_size = pos
+        .size
+        .checked_add(delta)
+        .filter(|s| s.unsigned_abs() <= POSITION_SIZE_MAX as u64);
+    if new_size.is_none() {
+        return Err(Error::new(
+            "position-too-large",
+            format!(
+                "a position's size is limited to ±{POSITION_SIZE_MAX}; this trade would take it beyond"
+            ),
+        ));
+    }
     let price = i128::from(market.mark_price);
     let cost = fixed::mul(i128::from(delta), price, "trade notional")?;
     pos.open_notional = fixed::to_i64(
@@ -177,7 +209,7 @@ fn add_size(
             ),
         ));
     }
-    bump(&mut account.free_collateral, -add, "free collateral")?;
+    debit(&mut account.free_collateral, add, "free collateral")?;
     bump(&mut pos.margin, add, "position margin")?;
     let after = pos.value(market)?;
     if !after.meets_initial() {
@@ -189,7 +221,7 @@ fn add_size(
                 after.initial_requirement,
                 after.margin_ratio_bps,
                 market.initial_margin_bps,
-                after.initial_requirement - after.equity
+                after.initial_requirement.saturating_sub(after.equity)
             ),
         ));
     }
@@ -249,9 +281,9 @@ fn close_part(
         fixed::sub(notional, basis, "open notional")?,
         "open notional",
     )?;
-    bump(&mut pos.size, -part, "position size")?;
+    debit(&mut pos.size, part, "position size")?;
     bump(&mut pos.margin, realized, "position margin")?;
-    bump(&mut pos.margin, -released, "position margin")?;
+    debit(&mut pos.margin, released, "position margin")?;
     bump(&mut pos.realized_pnl, realized, "realized PnL")?;
     market.add_open_interest(Side::of(part), -abs(part, "size")?)?;
     bump(&mut account.free_collateral, released, "free collateral")?;
@@ -306,9 +338,22 @@ pub fn trade(
             "margin must not be negative, got {m}"
         )));
     }
-    let mut market = load_market(market_id)?;
+    let market = load_market(market_id)?;
+    let existing = POSITIONS.get(&(user.to_owned(), market_id.to_owned()));
+    trade_loaded(user, market_id, market, existing, delta, margin, intent)
+}
+
+/// [`trade`] once the market and the position are loaded.
+fn trade_loaded(
+    user: &str,
+    market_id: &str,
+    mut market: Market,
+    existing: Option<Position>,
+    delta: i64,
+    margin: Option<i64>,
+    intent: Intent,
+) -> Result<Response, Error> {
     let key = (user.to_owned(), market_id.to_owned());
-    let existing = POSITIONS.get(&key);
     match (intent, &existing) {
         (Intent::Open, Some(p)) => {
             return Err(Error::new(
@@ -363,8 +408,10 @@ pub fn trade(
                 if left != 0 {
                     let l = ledger(&mut ledger_slot);
                     bump(&mut l.insurance_fund, left, "insurance fund")?;
-                    bump(&mut l.bad_debt, -left, "bad debt")?;
-                    bad_debt = -left;
+                    debit(&mut l.bad_debt, left, "bad debt")?;
+                    bad_debt = left
+                        .checked_neg()
+                        .ok_or_else(|| fixed::overflow("bad debt"))?;
                 }
                 if kind == TradeKind::Flip {
                     let rest = fixed::to_i64(
@@ -414,11 +461,14 @@ pub fn relative(
     margin: Option<i64>,
 ) -> Result<Response, Error> {
     check_id("user", user)?;
-    load_market(market_id)?;
+    let market = load_market(market_id)?;
     let pos = load_position(user, market_id)?;
     let sign = pos.size.signum();
     let delta = match amount {
-        None => -pos.size,
+        None => pos
+            .size
+            .checked_neg()
+            .ok_or_else(|| fixed::overflow("position size"))?,
         Some(a) => {
             positive("amount", a)?;
             if !grow && a > pos.size.unsigned_abs().min(i64::MAX as u64) as i64 {
@@ -433,7 +483,15 @@ pub fn relative(
             if grow { a * sign } else { -a * sign }
         }
     };
-    trade(user, market_id, delta, margin, Intent::Existing)
+    trade_loaded(
+        user,
+        market_id,
+        market,
+        Some(pos),
+        delta,
+        margin,
+        Intent::Existing,
+    )
 }
 
 pub fn create_market(
@@ -443,7 +501,7 @@ pub fn create_market(
     maintenance_margin_bps: u32,
 ) -> Result<Response, Error> {
     check_id("market", market)?;
-    positive("mark_price", mark_price)?;
+    check_price("mark_price", mark_price)?;
     if !(0 < maintenance_margin_bps
         && maintenance_margin_bps < initial_margin_bps
         && initial_margin_bps <= 10_000)
@@ -476,7 +534,7 @@ pub fn create_market(
 }
 
 pub fn set_mark(market_id: &str, price: i64) -> Result<Response, Error> {
-    positive("price", price)?;
+    check_price("price", price)?;
     let mut market = load_market(market_id)?;
     market.mark_price = price;
     MARKETS.put(&market_id.to_owned(), &market);
@@ -573,7 +631,7 @@ pub fn withdraw(user: &str, amount: i64) -> Result<Response, Error> {
             ),
         ));
     }
-    bump(&mut account.free_collateral, -amount, "free collateral")?;
+    debit(&mut account.free_collateral, amount, "free collateral")?;
     let mut slot = None;
     bump(
         &mut ledger(&mut slot).withdrawals,
@@ -608,12 +666,16 @@ pub fn adjust_margin(user: &str, market_id: &str, amount: i64) -> Result<Respons
             ),
         ));
     }
-    bump(&mut account.free_collateral, -amount, "free collateral")?;
+    debit(&mut account.free_collateral, amount, "free collateral")?;
     bump(&mut pos.margin, amount, "position margin")?;
     if amount < 0 {
         let v = pos.value(&market)?;
         if !v.meets_initial() {
-            let most = (v.equity - amount - v.initial_requirement).max(0);
+            let most = v
+                .equity
+                .saturating_add(-amount)
+                .saturating_sub(v.initial_requirement)
+                .max(0);
             return Err(Error::new(
                 "insufficient-margin",
                 format!(
@@ -666,7 +728,7 @@ pub fn liquidate(user: &str, market_id: &str) -> Result<Response, Error> {
     let l = ledger(&mut slot);
     bump(&mut l.insurance_fund, equity, "insurance fund")?;
     if equity < 0 {
-        bump(&mut l.bad_debt, -equity, "bad debt")?;
+        debit(&mut l.bad_debt, equity, "bad debt")?;
     }
     l.liquidations = l
         .liquidations

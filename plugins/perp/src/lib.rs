@@ -5,7 +5,9 @@
 //! Units: all amounts (collateral, margin, PnL, funding) are integers in the
 //! quote currency's smallest unit; sizes are signed integers in the
 //! contract's smallest unit; a price is quote units per unit of size, so a
-//! notional is exactly `|size| × price`. Margin ratios are in basis points,
+//! notional is exactly `|size| × price`. Prices are at most [`PRICE_MAX`] and
+//! position sizes at most [`POSITION_SIZE_MAX`] (1e9 each), so every
+//! position can always be valued and closed. Margin ratios are in basis points,
 //! funding rates in parts per million per application. Products are computed
 //! in `i128` with checked arithmetic; anything that leaves the range is an
 //! `overflow` error. See [`engine`] for the money model, the conservation
@@ -44,7 +46,7 @@ mod view;
 use keel_guest::{Error, Plugin};
 use serde::{Deserialize, Serialize};
 
-pub use engine::{FUNDING_RATE_PPM_MAX, ID_BYTES_MAX};
+pub use engine::{FUNDING_RATE_PPM_MAX, ID_BYTES_MAX, POSITION_SIZE_MAX, PRICE_MAX};
 pub use fixed::FUNDING_INDEX_SCALE;
 pub use state::Side;
 

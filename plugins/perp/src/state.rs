@@ -249,6 +249,14 @@ pub struct Ledger {
     pub liquidations: u64,
 }
 
+/// Subtracts `amount` from an `i64` field, or fails with an overflow error naming `what`.
+pub fn debit(field: &mut i64, amount: i64, what: &str) -> Result<(), Error> {
+    *field = field
+        .checked_sub(amount)
+        .ok_or_else(|| fixed::overflow(what))?;
+    Ok(())
+}
+
 /// Adds `delta` to an `i64` field, or fails with an overflow error naming `what`.
 pub fn bump(field: &mut i64, delta: i64, what: &str) -> Result<(), Error> {
     *field = field

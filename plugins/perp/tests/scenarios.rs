@@ -446,17 +446,6 @@ fn overflow_is_a_clear_error() {
         },
         "overflow",
     );
-    let e = refused(
-        &mut h,
-        Command::Trade {
-            user: s("alice"),
-            market: s("BTC"),
-            size: i64::MAX / 2,
-            margin: None,
-        },
-        "overflow",
-    );
-    assert!(e.message.contains("open notional"), "{e}");
     refused(
         &mut h,
         Command::Trade {
@@ -467,6 +456,49 @@ fn overflow_is_a_clear_error() {
         },
         "overflow",
     );
+}
+
+#[test]
+fn the_largest_position_at_the_highest_price_can_always_be_closed() {
+    let mut h = venue();
+    deposit(&mut h, "alice", 200_000_000_000_000_000);
+    refused(
+        &mut h,
+        Command::Trade {
+            user: s("alice"),
+            market: s("BTC"),
+            size: i64::MAX / 2,
+            margin: None,
+        },
+        "position-too-large",
+    );
+    refused(
+        &mut h,
+        Command::SetMark {
+            market: s("BTC"),
+            price: 1_000_000_001,
+        },
+        "invalid-argument",
+    );
+    mark(&mut h, 1_000_000_000);
+    trade(&mut h, "alice", -1_000_000_000).unwrap();
+    refused(
+        &mut h,
+        Command::Trade {
+            user: s("alice"),
+            market: s("BTC"),
+            size: -1,
+            margin: None,
+        },
+        "position-too-large",
+    );
+    // The mark collapses: the short's PnL is as large as it can get.
+    mark(&mut h, 1);
+    let p = position(&h, "alice");
+    assert_eq!(p.unrealized_pnl, 999_999_999_000_000_000);
+    let t = trade(&mut h, "alice", 1_000_000_000).unwrap();
+    assert_eq!(t.realized_pnl, 999_999_999_000_000_000);
+    assert_balanced(&h);
 }
 
 #[test]
