@@ -1,1 +1,0 @@
-//! Sealed WASI tests (to be written).
