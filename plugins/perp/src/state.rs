@@ -82,8 +82,7 @@ impl Market {
         }
     }
 
-    /// Adds `size` (signed) to the open interest of its side; a negative
-    /// `delta_abs` removes.
+    /// Adds `delta_abs` to the open interest of `side` (negative: removes).
     pub fn add_open_interest(&mut self, side: Side, delta_abs: i64) -> Result<(), Error> {
         let oi = match side {
             Side::Long => &mut self.open_interest_long,
