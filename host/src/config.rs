@@ -28,6 +28,25 @@ pub struct Limits {
     pub value_bytes_max: usize,
     /// Most bytes one command may write.
     pub write_set_bytes_max: u64,
+    /// Fuel for one `migrate` call (it may rewrite the whole state).
+    pub migrate_fuel: u64,
+    /// Wall-clock backstop for one `migrate` call, in milliseconds.
+    pub migrate_deadline_ms: u64,
+    /// Most bytes one `migrate` call may write.
+    pub migrate_write_set_bytes_max: u64,
+}
+
+impl Limits {
+    /// The limits a `migrate` call runs under: these, with the migrate
+    /// budgets in place of the per-command ones.
+    pub fn for_migrate(&self) -> Limits {
+        Limits {
+            fuel_per_call: self.migrate_fuel,
+            deadline_ms: self.migrate_deadline_ms,
+            write_set_bytes_max: self.migrate_write_set_bytes_max,
+            ..*self
+        }
+    }
 }
 
 impl Default for Limits {
@@ -40,6 +59,9 @@ impl Default for Limits {
             key_bytes_max: limits::KEY_SIZE_BYTES_MAX,
             value_bytes_max: limits::VALUE_SIZE_BYTES_MAX,
             write_set_bytes_max: limits::WRITE_SET_SIZE_BYTES_MAX,
+            migrate_fuel: limits::MIGRATE_FUEL,
+            migrate_deadline_ms: limits::MIGRATE_DEADLINE_MS,
+            migrate_write_set_bytes_max: limits::MIGRATE_WRITE_SET_SIZE_BYTES_MAX,
         }
     }
 }

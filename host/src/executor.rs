@@ -309,7 +309,10 @@ impl Executor {
         batch.begin_command();
         candidate.set_storage(StorageAccess::Batch(batch));
         candidate.set_context(sequence, timestamp_ms);
+        // A migration may rewrite the whole state: it gets its own budget.
+        candidate.set_limits(self.limits.for_migrate());
         let migrated = candidate.migrate(old.schema);
+        candidate.set_limits(self.limits);
         let StorageAccess::Batch(mut batch) = candidate.take_storage() else {
             unreachable!("the batch was lent above")
         };

@@ -23,6 +23,13 @@ pub const LOG_LINE_BYTES_MAX: usize = 4096;
 pub const CURSORS_OPEN_MAX: usize = 256;
 /// Fuel (roughly wasm instructions) one command may burn (default).
 pub const FUEL_PER_COMMAND: u64 = 200_000_000;
+/// Fuel one `migrate` call may burn (default): a migration may rewrite
+/// every row the plugin holds.
+pub const MIGRATE_FUEL: u64 = 200_000_000_000;
+/// Wall-clock backstop for one `migrate` call, in milliseconds (default).
+pub const MIGRATE_DEADLINE_MS: u64 = 600_000;
+/// Most bytes one `migrate` call may write (default).
+pub const MIGRATE_WRITE_SET_SIZE_BYTES_MAX: u64 = 16 << 30;
 /// Wall-clock backstop per call, in milliseconds (default).
 pub const CALL_DEADLINE_MS: u64 = 2_000;
 /// How often the epoch ticker advances, in milliseconds.

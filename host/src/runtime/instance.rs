@@ -98,6 +98,15 @@ impl PluginInstance {
         }
     }
 
+    /// Changes the limits of the next calls (e.g. the larger budget of a
+    /// `migrate`). The memory cap applies from the next growth on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        let data = self.store.data_mut();
+        data.limits = limits;
+        data.memory.max_bytes = limits.memory_bytes_max;
+    }
+
     /// The component this instance runs.
     pub fn component(&self) -> &LoadedComponent {
         &self.component
