@@ -46,15 +46,22 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `config` | `0u8` | [`Config`] |
-//! | `providers` | provider id | capacity, utilization, precisions, price, lanes, active, open jobs |
-//! | `routes` | route id | lane, cost, latency |
+//! | `providers` | provider id | capacity, utilization, precision bit set, price, lane ids, active, open jobs |
+//! | `routes` | route id | lane id, cost, latency |
+//! | `lane_ids` / `lane_names` | lane name / lane id | lane id / lane name (interned on first use) |
 //! | `jobs` | job id | the job, its status and its award |
-//! | `stats` | `0u8` | totals and per-precision tallies |
-//! | `lane_stats` | lane | matches and units on that lane |
+//! | `stats` | `0u8` | totals, per-precision tallies, no-match reasons |
+//! | `lane_stats` | lane name | matches and units on that lane |
 //!
-//! `run_auction` scans `routes` and `providers` (one host call per 64
-//! rows), reads the job and the statistics, and writes at most four rows
-//! (provider, job, stats, lane stats); `complete_job`/`cancel_job` write three.
+//! Every auction decodes every provider, so provider rows are compact:
+//! precisions as a bit set and lanes as interned `u16` ids (no strings).
+//! `run_auction` reads the job id, the configuration, the preferred lane's
+//! id, the statistics and the lane's tally, scans `lane_names`, `routes` and
+//! `providers` (one host call per 64 rows each), and writes at most four
+//! rows (provider, job, stats, lane stats); `complete_job`/`cancel_job` read
+//! and write three (job, provider, stats). Cost per auction is
+//! O(providers + routes); there is no index to keep in step, so a match
+//! costs no extra writes.
 
 pub mod pricing;
 #[cfg(not(target_arch = "wasm32"))]
@@ -80,6 +87,10 @@ const ROUTES: Table<String, Route> = Table::new("routes");
 const JOBS: Table<String, Job> = Table::new("jobs");
 const STATS: Table<u8, Stats> = Table::new("stats");
 const LANE_STATS: Table<String, Tally> = Table::new("lane_stats");
+/// Lane name → lane id (dense from 0, in order of first use; never removed).
+const LANE_IDS: Table<String, u16> = Table::new("lane_ids");
+/// Lane id → lane name.
+const LANE_NAMES: Table<u16, String> = Table::new("lane_names");
 const SINGLETON: u8 = 0;
 
 // ---------------------------------------------------------------- domain types
@@ -133,6 +144,18 @@ impl Precision {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// This precision's bit in a stored precision set.
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    fn list(mask: u8) -> Vec<Precision> {
+        Self::ALL
+            .into_iter()
+            .filter(|p| mask & p.bit() != 0)
+            .collect()
+    }
 }
 
 /// Operator configuration of the price formula (see [`pricing`]).
@@ -178,16 +201,17 @@ impl Config {
     }
 }
 
-/// A provider as stored.
+/// A provider as stored. Compact, because every auction decodes every
+/// provider: precisions as a bit set, lanes as interned ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Provider {
     capacity: u64,
     utilization: u64,
-    /// Sorted, without duplicates.
-    precisions: Vec<Precision>,
+    /// Bit `Precision::index` set for each supported precision.
+    precisions: u8,
     price: u64,
-    /// Sorted, without duplicates.
-    lanes: Vec<String>,
+    /// Lane ids, sorted, without duplicates.
+    lanes: Vec<u16>,
     active: bool,
     open_jobs: u64,
 }
@@ -197,15 +221,21 @@ impl Provider {
         self.capacity.saturating_sub(self.utilization)
     }
 
-    fn view(&self, id: String) -> ProviderView {
+    fn view(&self, id: String, names: &[String]) -> ProviderView {
+        let mut lanes: Vec<String> = self
+            .lanes
+            .iter()
+            .map(|&l| lane_name(names, l).to_owned())
+            .collect();
+        lanes.sort_unstable();
         ProviderView {
             id,
             capacity: self.capacity,
             utilization: self.utilization,
             free: self.free(),
-            precisions: self.precisions.clone(),
+            precisions: Precision::list(self.precisions),
             price: self.price,
-            lanes: self.lanes.clone(),
+            lanes,
             active: self.active,
             open_jobs: self.open_jobs,
         }
@@ -215,7 +245,8 @@ impl Provider {
 /// A route as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Route {
-    lane: String,
+    /// Lane id.
+    lane: u16,
     cost: u64,
     latency_ms: u32,
 }
@@ -717,11 +748,18 @@ impl Plugin for Auction {
         Ok(match request {
             Query::Stats => Answer::Stats(stats_view()),
             Query::Providers => {
-                Answer::Providers(PROVIDERS.iter().map(|(id, p)| p.view(id)).collect())
+                let names = lane_names();
+                Answer::Providers(PROVIDERS.iter().map(|(id, p)| p.view(id, &names)).collect())
             }
-            Query::Provider { id } => Answer::Provider(load_provider(&id)?.view(id)),
+            Query::Provider { id } => Answer::Provider(load_provider(&id)?.view(id, &lane_names())),
             Query::Routes => {
-                Answer::Routes(ROUTES.iter().map(|(id, r)| route_view(id, r)).collect())
+                let names = lane_names();
+                Answer::Routes(
+                    ROUTES
+                        .iter()
+                        .map(|(id, r)| route_view(id, &r, &names))
+                        .collect(),
+                )
             }
             Query::Job { id } => {
                 let job = JOBS.get(&id).ok_or_else(|| unknown("job", &id))?;
@@ -767,7 +805,7 @@ fn check_lane(lane: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn parse_precisions(names: &[String]) -> Result<Vec<Precision>, Error> {
+fn parse_precisions(names: &[String]) -> Result<u8, Error> {
     if names.is_empty() || names.len() > PRECISIONS_LISTED_MAX {
         return Err(Error::new(
             "invalid-precisions",
@@ -777,16 +815,15 @@ fn parse_precisions(names: &[String]) -> Result<Vec<Precision>, Error> {
             ),
         ));
     }
-    let mut out = names
-        .iter()
-        .map(|n| Precision::parse(n))
-        .collect::<Result<Vec<_>, _>>()?;
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    let mut mask = 0;
+    for name in names {
+        mask |= Precision::parse(name)?.bit();
+    }
+    Ok(mask)
 }
 
-fn parse_lanes(lanes: &[String]) -> Result<Vec<String>, Error> {
+/// Validates a provider's lanes, then interns them; returns sorted lane ids.
+fn parse_lanes(lanes: &[String]) -> Result<Vec<u16>, Error> {
     if lanes.is_empty() || lanes.len() > LANES_PER_PROVIDER_MAX {
         return Err(Error::new(
             "invalid-lanes",
@@ -799,7 +836,10 @@ fn parse_lanes(lanes: &[String]) -> Result<Vec<String>, Error> {
     for lane in lanes {
         check_lane(lane)?;
     }
-    let mut out = lanes.to_vec();
+    let mut out = lanes
+        .iter()
+        .map(|l| intern_lane(l))
+        .collect::<Result<Vec<_>, _>>()?;
     out.sort_unstable();
     out.dedup();
     Ok(out)
@@ -839,10 +879,48 @@ fn load_provider(id: &str) -> Result<Provider, Error> {
         .ok_or_else(|| unknown("provider", id))
 }
 
-fn route_view(id: String, r: Route) -> RouteView {
+/// The lane id of `name`, creating it on first use.
+fn intern_lane(name: &str) -> Result<u16, Error> {
+    check_lane(name)?;
+    let name = name.to_owned();
+    if let Some(id) = LANE_IDS.get(&name) {
+        return Ok(id);
+    }
+    let id = match LANE_NAMES.last() {
+        None => 0,
+        Some((last, _)) => last.checked_add(1).ok_or_else(|| {
+            Error::new(
+                "too-many-lanes",
+                format!("lane {name:?} would exceed {} lanes", u16::MAX),
+            )
+        })?,
+    };
+    LANE_IDS.put(&name, &id);
+    LANE_NAMES.put(&id, &name);
+    Ok(id)
+}
+
+/// Every lane name, indexed by lane id. One scan.
+fn lane_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for (id, name) in LANE_NAMES.iter() {
+        let i = usize::from(id);
+        if names.len() <= i {
+            names.resize(i + 1, String::new());
+        }
+        names[i] = name;
+    }
+    names
+}
+
+fn lane_name(names: &[String], id: u16) -> &str {
+    names.get(usize::from(id)).map_or("", String::as_str)
+}
+
+fn route_view(id: String, r: &Route, names: &[String]) -> RouteView {
     RouteView {
         id,
-        lane: r.lane,
+        lane: lane_name(names, r.lane).to_owned(),
         cost: r.cost,
         latency_ms: r.latency_ms,
     }
@@ -900,13 +978,14 @@ fn register_provider(
     check_id("provider", &id)?;
     check_capacity(capacity)?;
     let precisions = parse_precisions(precisions)?;
-    let lanes = parse_lanes(lanes)?;
     if PROVIDERS.contains(&id) {
         return Err(Error::new(
             "provider-exists",
             format!("provider {id:?} is already registered; use update_provider"),
         ));
     }
+    // Last: it interns new lane names (a later refusal would undo that too).
+    let lanes = parse_lanes(lanes)?;
     let provider = Provider {
         capacity,
         utilization: 0,
@@ -917,7 +996,7 @@ fn register_provider(
         open_jobs: 0,
     };
     PROVIDERS.put(&id, &provider);
-    Ok(Response::Provider(provider.view(id)))
+    Ok(Response::Provider(provider.view(id, &lane_names())))
 }
 
 fn update_provider(
@@ -956,7 +1035,7 @@ fn update_provider(
         provider.lanes = parse_lanes(lanes)?;
     }
     PROVIDERS.put(&id, &provider);
-    Ok(Response::Provider(provider.view(id)))
+    Ok(Response::Provider(provider.view(id, &lane_names())))
 }
 
 fn set_active(id: String, active: bool) -> Result<Response, Error> {
@@ -965,7 +1044,7 @@ fn set_active(id: String, active: bool) -> Result<Response, Error> {
         provider.active = active;
         PROVIDERS.put(&id, &provider);
     }
-    Ok(Response::Provider(provider.view(id)))
+    Ok(Response::Provider(provider.view(id, &lane_names())))
 }
 
 fn add_route(id: String, lane: String, cost: u64, latency_ms: u32) -> Result<Response, Error> {
@@ -978,12 +1057,12 @@ fn add_route(id: String, lane: String, cost: u64, latency_ms: u32) -> Result<Res
         ));
     }
     let route = Route {
-        lane,
+        lane: intern_lane(&lane)?,
         cost,
         latency_ms,
     };
     ROUTES.put(&id, &route);
-    Ok(Response::Route(route_view(id, route)))
+    Ok(Response::Route(route_view(id, &route, &lane_names())))
 }
 
 fn update_route(
@@ -1000,8 +1079,7 @@ fn update_route(
         ));
     }
     if let Some(lane) = lane {
-        check_lane(&lane)?;
-        route.lane = lane;
+        route.lane = intern_lane(&lane)?;
     }
     if let Some(cost) = cost {
         route.cost = cost;
@@ -1010,7 +1088,7 @@ fn update_route(
         route.latency_ms = latency_ms;
     }
     ROUTES.put(&id, &route);
-    Ok(Response::Route(route_view(id, route)))
+    Ok(Response::Route(route_view(id, &route, &lane_names())))
 }
 
 // ---------------------------------------------------------------- the auction
@@ -1055,16 +1133,22 @@ fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
     }
     let cfg = config();
 
+    // A lane nobody has named has no id: then no offer is on the preferred lane.
+    let preferred_lane = LANE_IDS.get(&spec.preferred_lane);
+    let names = lane_names();
+
     // The cheapest route of every lane for this priority (ties: lower route id, as scanned).
-    let mut lane_costs: BTreeMap<String, (u128, String)> = BTreeMap::new();
+    let mut lane_costs: Vec<Option<(u128, String)>> = vec![None; names.len()];
     for (route_id, route) in ROUTES.iter() {
         let cost = pricing::route_cost(route.cost, route.latency_ms, priority, cfg.latency_weight)
             .ok_or_else(|| overflow("route cost"))?;
-        match lane_costs.get(&route.lane) {
+        let lane = usize::from(route.lane);
+        if lane_costs.len() <= lane {
+            lane_costs.resize(lane + 1, None);
+        }
+        match &lane_costs[lane] {
             Some((best, _)) if *best <= cost => {}
-            _ => {
-                lane_costs.insert(route.lane, (cost, route_id));
-            }
+            _ => lane_costs[lane] = Some((cost, route_id)),
         }
     }
 
@@ -1073,7 +1157,7 @@ fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
     let (mut supporting, mut with_capacity, mut reachable) = (0u64, 0u64, 0u64);
     let mut best: Option<Best> = None;
     for (id, provider) in PROVIDERS.iter() {
-        if !provider.active || provider.precisions.binary_search(&precision).is_err() {
+        if !provider.active || provider.precisions & precision.bit() == 0 {
             continue;
         }
         supporting += 1;
@@ -1082,11 +1166,11 @@ fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
         }
         with_capacity += 1;
         let mut offer: Option<LaneOffer<'_>> = None;
-        for lane in &provider.lanes {
-            let Some((lane_cost, route)) = lane_costs.get(lane) else {
+        for &lane in &provider.lanes {
+            let Some(Some((lane_cost, route))) = lane_costs.get(usize::from(lane)) else {
                 continue;
             };
-            let preferred = *lane == spec.preferred_lane;
+            let preferred = Some(lane) == preferred_lane;
             let unit_price = pricing::unit_price(
                 provider.price,
                 *lane_cost,
@@ -1097,7 +1181,7 @@ fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
             let candidate = LaneOffer {
                 unit_price,
                 preferred,
-                lane,
+                lane: lane_name(&names, lane),
                 route,
             };
             if offer.as_ref().is_none_or(|o| candidate.rank(o).is_lt()) {
