@@ -11,8 +11,8 @@ use crate::api::{
     Placed, Status, Transfer,
 };
 use crate::store::{
-    BALANCES, BOOK, Fill, LEDGER, MAKER_FILLS, MARKETS, Market, OPEN, ORDERS, OpenRef, Order,
-    OrderKind, Resting, Side, Stored, TRADES, TradeBatch, USER_FILLS, UserFills,
+    BOOK, Fill, LEDGER, MARKETS, Market, OPEN_ORDERS_PER_USER_MAX, ORDERS, OpenRef, Order,
+    OrderKind, Resting, Side, Stored, TRADES, TradeBatch, USER_FILLS, UserFills, WALLETS, Wallet,
 };
 
 /// Book entries fetched per host call while matching. Most incoming orders
@@ -60,24 +60,27 @@ pub fn load_market(market: u32) -> Result<Market, Error> {
     })
 }
 
-/// The balances one command touches, read once and written once at the end.
+/// The wallets one command touches, read once and written once at the end.
 #[derive(Default)]
 struct Funds {
-    rows: Vec<(u64, String, Balance, Balance)>,
+    rows: Vec<(u64, Wallet)>,
 }
 
 impl Funds {
-    fn entry(&mut self, user: u64, asset: &str) -> &mut Balance {
-        let i = match self.rows.iter().position(|r| r.0 == user && r.1 == asset) {
+    fn wallet(&mut self, user: u64) -> &mut Wallet {
+        let i = match self.rows.iter().position(|r| r.0 == user) {
             Some(i) => i,
             None => {
-                let key = (user, asset.to_owned());
-                let b = BALANCES.get(&key).unwrap_or_default();
-                self.rows.push((key.0, key.1, b, b));
+                self.rows
+                    .push((user, WALLETS.get(&user).unwrap_or_default()));
                 self.rows.len() - 1
             }
         };
-        &mut self.rows[i].2
+        &mut self.rows[i].1
+    }
+
+    fn entry(&mut self, user: u64, asset: &str) -> &mut Balance {
+        self.wallet(user).balance_mut(asset)
     }
 
     fn credit(&mut self, user: u64, asset: &str, amount: u128) -> Result<(), Error> {
@@ -105,15 +108,14 @@ impl Funds {
         Ok(())
     }
 
+    /// Writes every wallet touched (zero balances dropped, empty wallets removed).
     fn flush(self) {
-        for (user, asset, now, before) in self.rows {
-            if now != before {
-                let key = (user, asset);
-                if now == Balance::default() {
-                    BALANCES.remove(&key);
-                } else {
-                    BALANCES.put(&key, &now);
-                }
+        for (user, mut wallet) in self.rows {
+            wallet.assets.retain(|(_, b)| *b != Balance::default());
+            if wallet == Wallet::default() {
+                WALLETS.remove(&user);
+            } else {
+                WALLETS.put(&user, &wallet);
             }
         }
     }
@@ -275,7 +277,8 @@ fn validate_order(p: &Place, m: &Market) -> Result<Option<u64>, Error> {
 }
 
 /// Cancels a resting order: releases what it froze, takes it off the book
-/// and records the cancel.
+/// and records the cancel. `order` is its row when the caller has read it.
+#[allow(clippy::too_many_arguments)]
 fn cancel_resting(
     funds: &mut Funds,
     market: &Market,
@@ -284,21 +287,34 @@ fn cancel_resting(
     price: u64,
     order_id: u64,
     rest: Resting,
+    order: Option<Order>,
 ) -> Result<(), Error> {
     let (asset, amount) = frozen_for(market, side, price, rest.remaining);
     funds.unfreeze(rest.user, asset, amount)?;
     BOOK.remove(&(market_id, side.code(), side.price_key(price), order_id));
-    OPEN.remove(&(rest.user, market_id, order_id));
-    let mut order = ORDERS
-        .get(&order_id)
-        .ok_or_else(|| corrupt(format!("resting order {order_id} has no order row")))?;
+    if !funds.wallet(rest.user).remove_open(market_id, order_id) {
+        return Err(corrupt(format!(
+            "resting order {order_id} is missing from its owner's open orders"
+        )));
+    }
+    let mut order = match order {
+        Some(order) => order,
+        None => load_resting_order(order_id)?,
+    };
     order.state = Stored::Canceled;
     order.filled = order
         .qty
         .checked_sub(rest.remaining)
         .ok_or_else(|| corrupt(format!("order {order_id} rests more than its quantity")))?;
+    order.maker_fills = rest.maker_fills;
     ORDERS.put(&order_id, &order);
     Ok(())
+}
+
+fn load_resting_order(order_id: u64) -> Result<Order, Error> {
+    ORDERS
+        .get(&order_id)
+        .ok_or_else(|| corrupt(format!("resting order {order_id} has no order row")))
 }
 
 /// `place`: matches in price-time priority, then rests, cancels or
@@ -374,7 +390,9 @@ pub fn place(p: Place) -> Result<Placed, Error> {
         }
         if rest.user == user {
             // Self-trade prevention: the resting order is canceled.
-            cancel_resting(&mut funds, &market, market_id, opp, price, maker_id, rest)?;
+            cancel_resting(
+                &mut funds, &market, market_id, opp, price, maker_id, rest, None,
+            )?;
             self_trade_canceled.push(maker_id);
             continue;
         }
@@ -400,15 +418,8 @@ pub fn place(p: Place) -> Result<Placed, Error> {
         }
         rest.remaining -= q;
         remaining -= q;
-        let key = (market_id, opp.code(), pk, maker_id);
-        if rest.remaining == 0 {
-            BOOK.remove(&key);
-            OPEN.remove(&(rest.user, market_id, maker_id));
-        } else {
-            BOOK.put(&key, &rest);
-        }
         let index = u32::try_from(fills.len()).map_err(|_| overflow("fill count"))?;
-        MAKER_FILLS.put(&(maker_id, id), &index);
+        rest.maker_fills.push((id, index));
         match makers.iter_mut().find(|(u, _)| *u == rest.user) {
             Some((_, indices)) => indices.push(index),
             None => makers.push((rest.user, vec![index])),
@@ -419,6 +430,23 @@ pub fn place(p: Place) -> Result<Placed, Error> {
             price,
             qty: q,
         });
+        let key = (market_id, opp.code(), pk, maker_id);
+        if rest.remaining == 0 {
+            // Off the book: the order row takes the final state.
+            BOOK.remove(&key);
+            if !funds.wallet(rest.user).remove_open(market_id, maker_id) {
+                return Err(corrupt(format!(
+                    "order {maker_id} is missing from its owner's open orders"
+                )));
+            }
+            let mut order = load_resting_order(maker_id)?;
+            order.state = Stored::Filled;
+            order.filled = order.qty;
+            order.maker_fills = rest.maker_fills;
+            ORDERS.put(&maker_id, &order);
+        } else {
+            BOOK.put(&key, &rest);
+        }
     }
 
     let filled = qty - remaining;
@@ -487,6 +515,7 @@ pub fn place(p: Place) -> Result<Placed, Error> {
             state,
             filled,
             timestamp_ms,
+            maker_fills: Vec::new(),
         },
     );
     if rests {
@@ -495,9 +524,24 @@ pub fn place(p: Place) -> Result<Placed, Error> {
             &Resting {
                 user,
                 remaining: resting,
+                maker_fills: Vec::new(),
             },
         );
-        OPEN.put(&(user, market_id, id), &OpenRef { side, price });
+        let wallet = funds.wallet(user);
+        if wallet.open.len() >= OPEN_ORDERS_PER_USER_MAX {
+            return Err(Error::new(
+                "too-many-open-orders",
+                format!(
+                    "user {user} already has {OPEN_ORDERS_PER_USER_MAX} open orders; cancel some first"
+                ),
+            ));
+        }
+        wallet.add_open(OpenRef {
+            market: market_id,
+            id,
+            side,
+            price,
+        });
     }
     if !fills.is_empty() {
         USER_FILLS.put(
@@ -574,17 +618,21 @@ pub fn cancel(c: Cancel) -> Result<Canceled, Error> {
         order.side.price_key(order.price),
         c.order,
     );
-    let rest = BOOK.get(&key).ok_or_else(not_open)?;
+    let rest = BOOK
+        .get(&key)
+        .ok_or_else(|| corrupt(format!("resting order {} is not on the book", c.order)))?;
     let market = load_market(order.market)?;
     let mut funds = Funds::default();
+    let (market_id, side, price) = (order.market, order.side, order.price);
     cancel_resting(
         &mut funds,
         &market,
-        order.market,
-        order.side,
-        order.price,
+        market_id,
+        side,
+        price,
         c.order,
         rest,
+        Some(order),
     )?;
     funds.flush();
     Ok(Canceled {
@@ -595,18 +643,23 @@ pub fn cancel(c: Cancel) -> Result<Canceled, Error> {
 /// `cancel_all`.
 pub fn cancel_all(c: CancelAll) -> Result<Canceled, Error> {
     let market = load_market(c.market)?;
-    let open: Vec<(u64, OpenRef)> = OPEN
-        .prefix(&(c.user, c.market), Direction::Forward)
-        .map(|((_, _, id), r)| (id, r))
-        .collect();
     let mut funds = Funds::default();
+    let open: Vec<OpenRef> = funds
+        .wallet(c.user)
+        .open
+        .iter()
+        .filter(|o| o.market == c.market)
+        .copied()
+        .collect();
     let mut canceled = Vec::with_capacity(open.len());
-    for (id, r) in open {
+    for r in open {
         let rest = BOOK
-            .get(&(c.market, r.side.code(), r.side.price_key(r.price), id))
-            .ok_or_else(|| corrupt(format!("open order {id} is not on the book")))?;
-        cancel_resting(&mut funds, &market, c.market, r.side, r.price, id, rest)?;
-        canceled.push(id);
+            .get(&(c.market, r.side.code(), r.side.price_key(r.price), r.id))
+            .ok_or_else(|| corrupt(format!("open order {} is not on the book", r.id)))?;
+        cancel_resting(
+            &mut funds, &market, c.market, r.side, r.price, r.id, rest, None,
+        )?;
+        canceled.push(r.id);
     }
     funds.flush();
     Ok(Canceled { canceled })

@@ -10,8 +10,8 @@ use crate::api::{
 };
 use crate::engine::{load_market, market_view};
 use crate::store::{
-    BALANCES, BOOK, LEDGER, MAKER_FILLS, MARKETS, Market, OPEN, ORDERS, Order, OrderKind, Side,
-    Stored, TRADES, TradeBatch, USER_FILLS,
+    BOOK, LEDGER, MARKETS, Market, ORDERS, Order, OrderKind, Side, Stored, TRADES, TradeBatch,
+    USER_FILLS, WALLETS,
 };
 
 /// Default page size of the fill and trade queries.
@@ -30,28 +30,31 @@ pub fn answer(q: Query) -> Result<Answer, Error> {
             Answer::Markets(MARKETS.iter().map(|(id, m)| market_view(id, m)).collect())
         }
         Query::Balances { user } => Answer::Balances(
-            BALANCES
-                .prefix(&(user,), Direction::Forward)
-                .map(|((_, asset), b)| (asset, b))
+            WALLETS
+                .get(&user)
+                .unwrap_or_default()
+                .assets
+                .into_iter()
                 .collect(),
         ),
         Query::Order { id } => {
             let order = ORDERS
                 .get(&id)
                 .ok_or_else(|| Error::not_found(format!("no order {id}")))?;
-            Answer::Order(order_view(id, order))
+            Answer::Order(order_view(id, order)?)
         }
         Query::OpenOrders { user, market } => {
-            let scan = match market {
-                Some(m) => OPEN.prefix(&(user, m), Direction::Forward),
-                None => OPEN.prefix(&(user,), Direction::Forward),
-            };
+            let open = WALLETS.get(&user).unwrap_or_default().open;
             let mut out = Vec::new();
-            for ((_, _, id), _) in scan {
+            for id in open
+                .iter()
+                .filter(|o| market.is_none_or(|m| o.market == m))
+                .map(|o| o.id)
+            {
                 let order = ORDERS.get(&id).ok_or_else(|| {
                     crate::engine::corrupt(format!("open order {id} has no order row"))
                 })?;
-                out.push(order_view(id, order));
+                out.push(order_view(id, order)?);
             }
             Answer::Orders(out)
         }
@@ -78,7 +81,7 @@ pub fn answer(q: Query) -> Result<Answer, Error> {
             let order = ORDERS
                 .get(&id)
                 .ok_or_else(|| Error::not_found(format!("no order {id}")))?;
-            Answer::Trades(order_fills(id, &order, before, page_size(limit)))
+            Answer::Trades(order_fills(id, &order, before, page_size(limit))?)
         }
         Query::UserFills {
             user,
@@ -111,24 +114,30 @@ fn page_size(limit: Option<u32>) -> usize {
         .clamp(1, PAGE_ENTRIES_MAX) as usize
 }
 
+fn book_entry(id: u64, o: &Order) -> Result<crate::store::Resting, Error> {
+    BOOK.get(&(o.market, o.side.code(), o.side.price_key(o.price), id))
+        .ok_or_else(|| crate::engine::corrupt(format!("resting order {id} is not on the book")))
+}
+
 /// An order's client view; a `Resting` row is completed from the book.
-pub fn order_view(id: u64, o: Order) -> OrderView {
+pub fn order_view(id: u64, o: Order) -> Result<OrderView, Error> {
     let (status, filled) = match o.state {
         Stored::Resting => {
-            match BOOK.get(&(o.market, o.side.code(), o.side.price_key(o.price), id)) {
-                Some(rest) if rest.remaining == o.qty => (Status::Open, 0),
-                Some(rest) => (
-                    Status::PartiallyFilled,
-                    o.qty.saturating_sub(rest.remaining),
-                ),
-                // Off the book without a cancel: filled.
-                None => (Status::Filled, o.qty),
-            }
+            let rest = book_entry(id, &o)?;
+            let filled = o.qty.saturating_sub(rest.remaining);
+            (
+                if filled == 0 {
+                    Status::Open
+                } else {
+                    Status::PartiallyFilled
+                },
+                filled,
+            )
         }
         Stored::Filled => (Status::Filled, o.qty),
         Stored::Canceled => (Status::Canceled, o.filled),
     };
-    OrderView {
+    Ok(OrderView {
         id,
         user: o.user,
         market: o.market,
@@ -140,7 +149,7 @@ pub fn order_view(id: u64, o: Order) -> OrderView {
         filled,
         remaining: o.qty.saturating_sub(filled),
         timestamp_ms: o.timestamp_ms,
-    }
+    })
 }
 
 fn levels_of(market: u32, side: Side, n: usize) -> Vec<Level> {
@@ -312,25 +321,36 @@ fn user_fills(user: u64, before: Option<Cursor>, limit: usize) -> TradePage {
     pager.finish(false)
 }
 
-fn order_fills(id: u64, order: &Order, before: Option<Cursor>, limit: usize) -> TradePage {
+fn order_fills(
+    id: u64,
+    order: &Order,
+    before: Option<Cursor>,
+    limit: usize,
+) -> Result<TradePage, Error> {
     let mut pager = Pager::new(before, limit);
-    let upper = pager.upper_seq();
     // As maker: in later commands, newest first.
-    for ((_, seq), index) in MAKER_FILLS.range_rev((id, 0)..=(id, upper)).with_chunk(64) {
+    let maker_fills = match order.state {
+        Stored::Resting => book_entry(id, order)?.maker_fills,
+        _ => order.maker_fills.clone(),
+    };
+    for (seq, index) in maker_fills.into_iter().rev() {
+        if seq > pager.upper_seq() {
+            continue;
+        }
         let Some(batch) = TRADES.get(&(order.market, seq)) else {
             continue;
         };
         if !pager.offer(order.market, seq, &batch, std::iter::once(index)) {
-            return pager.finish(true);
+            return Ok(pager.finish(true));
         }
     }
     // As taker: in the command that placed it.
     if let Some(batch) = TRADES.get(&(order.market, id))
         && !pager.offer(order.market, id, &batch, all_indices(&batch))
     {
-        return pager.finish(true);
+        return Ok(pager.finish(true));
     }
-    pager.finish(false)
+    Ok(pager.finish(false))
 }
 
 /// Checks, over all state: conservation per asset, frozen balances equal
@@ -340,11 +360,17 @@ fn audit() -> Audit {
     let mut problems = Vec::new();
     let mut assets: BTreeMap<String, AssetTotals> = BTreeMap::new();
     let mut frozen: BTreeMap<(u64, String), (u128, u128)> = BTreeMap::new();
-    for ((user, asset), b) in BALANCES.iter() {
-        let t = assets.entry(asset.clone()).or_default();
-        t.available = t.available.saturating_add(b.available);
-        t.frozen = t.frozen.saturating_add(b.frozen);
-        frozen.entry((user, asset)).or_default().0 = b.frozen;
+    let mut open: BTreeMap<(u64, u32, u64), crate::store::OpenRef> = BTreeMap::new();
+    for (user, wallet) in WALLETS.iter() {
+        for (asset, b) in wallet.assets {
+            let t = assets.entry(asset.clone()).or_default();
+            t.available = t.available.saturating_add(b.available);
+            t.frozen = t.frozen.saturating_add(b.frozen);
+            frozen.entry((user, asset)).or_default().0 = b.frozen;
+        }
+        for o in wallet.open {
+            open.insert((user, o.market, o.id), o);
+        }
     }
     for (asset, l) in LEDGER.iter() {
         let t = assets.entry(asset).or_default();
@@ -400,13 +426,19 @@ fn audit() -> Audit {
                 "resting order {id} disagrees with its order row {other:?}"
             )),
         }
-        if OPEN.get(&(rest.user, market, id)) != Some(crate::store::OpenRef { side, price }) {
+        let expected = crate::store::OpenRef {
+            market,
+            id,
+            side,
+            price,
+        };
+        if open.get(&(rest.user, market, id)) != Some(&expected) {
             problems.push(format!(
                 "resting order {id} is missing from its owner's open orders"
             ));
         }
     }
-    let open_count = OPEN.iter().with_chunk(1024).count() as u64;
+    let open_count = open.len() as u64;
     if open_count != resting_orders {
         problems.push(format!(
             "{open_count} open-order entries for {resting_orders} resting orders"

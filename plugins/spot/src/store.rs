@@ -3,14 +3,12 @@
 //! | table | key | value | written |
 //! |---|---|---|---|
 //! | `markets` | market id `u32` | [`Market`] | `create_market` |
-//! | `balances` | `(user u64, asset)` | [`Balance`] | whenever funds move |
+//! | `wallets` | user `u64` | [`Wallet`]: balances per asset and open orders | whenever funds move |
 //! | `ledger` | asset | [`Ledger`] (deposited, withdrawn) | `deposit`, `withdraw` |
-//! | `orders` | order id `u64` | [`Order`]: terms and terminal state | placement, cancel |
-//! | `book` | `(market, side, price key, order id)` | [`Resting`] (user, remaining) | placement, fill, cancel |
-//! | `open` | `(user, market, order id)` | [`OpenRef`] (side, price) | placement, full fill, cancel |
+//! | `orders` | order id `u64` | [`Order`]: terms, final state, maker fills | placement, full fill, cancel |
+//! | `book` | `(market, side, price key, order id)` | [`Resting`] (user, remaining, maker fills) | placement, fill, cancel |
 //! | `trades` | `(market, taker order id)` | [`TradeBatch`]: every fill of one command | crossing orders |
 //! | `user_fills` | `(user, taker order id)` | [`UserFills`]: which fills of that batch are the user's | crossing orders |
-//! | `maker_fills` | `(maker order id, taker order id)` | index of the fill in the batch | crossing orders |
 //!
 //! The book key sorts each side best-first: the price key is the price for
 //! asks and `u64::MAX - price` for bids, and the order id (the journaled
@@ -18,35 +16,41 @@
 //! order, so a forward prefix scan over `(market, side)` walks the book in
 //! price-time priority.
 //!
-//! Write economy (every row written is what throughput depends on): a
-//! resting order's live remaining quantity lives only in its `book` entry;
-//! its `orders` row keeps the terms and says `Resting`. An order whose row
-//! says `Resting` but which has left the book was filled (a cancel always
-//! rewrites the row), so a fill never rewrites the maker's `orders` row.
-//! All fills of one command share one `trades` row, and the taker's fills
-//! are found there by its order id.
+//! Write economy (every row written is what throughput depends on): while
+//! an order rests, its live state — remaining quantity and the fills it
+//! took part in as maker — lives only in its `book` entry, which a fill
+//! rewrites anyway; its `orders` row keeps the terms and says `Resting`
+//! until the order leaves the book (filled or canceled), when the row is
+//! rewritten with the final state and the maker fills. All fills of one
+//! command share one `trades` row, and the taker's fills are found there by
+//! its order id, so recording a fill costs no row of its own. A user's
+//! balances and list of open orders share one `wallets` row: every change
+//! to a user's open orders (rest, fill off the book, cancel) also moves
+//! that user's funds, so the index costs no write of its own.
 
 use keel_guest::Table;
 use serde::{Deserialize, Serialize};
 
 /// Market id → market.
 pub const MARKETS: Table<u32, Market> = Table::new("markets");
-/// (user, asset) → balance.
-pub const BALANCES: Table<(u64, String), Balance> = Table::new("balances");
+/// User → balances and open orders.
+pub const WALLETS: Table<u64, Wallet> = Table::new("wallets");
 /// Asset → total deposited and withdrawn (for the conservation audit).
 pub const LEDGER: Table<String, Ledger> = Table::new("ledger");
 /// Order id → order terms and state.
 pub const ORDERS: Table<u64, Order> = Table::new("orders");
 /// (market, side, price key, order id) → resting order.
 pub const BOOK: Table<(u32, u8, u64, u64), Resting> = Table::new("book");
-/// (user, market, order id) → where the order rests.
-pub const OPEN: Table<(u64, u32, u64), OpenRef> = Table::new("open");
+/// Most open orders one user may have across all markets: a wallet row
+/// holds them all and is rewritten whenever they change.
+pub const OPEN_ORDERS_PER_USER_MAX: usize = 1000;
 /// (market, taker order id) → every fill of that command.
 pub const TRADES: Table<(u32, u64), TradeBatch> = Table::new("trades");
 /// (user, taker order id) → the user's fills in that batch.
 pub const USER_FILLS: Table<(u64, u64), UserFills> = Table::new("user_fills");
-/// (maker order id, taker order id) → index of the maker's fill in the batch.
-pub const MAKER_FILLS: Table<(u64, u64), u32> = Table::new("maker_fills");
+
+/// A reference to one fill: (taker order id = `trades` key, index in the batch).
+pub type FillRef = (u64, u32);
 
 /// Buy or sell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -152,10 +156,9 @@ pub struct Ledger {
 /// Where an order stands, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stored {
-    /// Placed on the book; `book` holds its live remaining quantity, and
-    /// its absence from the book means it was filled.
+    /// On the book; `book` holds its live remaining quantity and fills.
     Resting,
-    /// Completely filled by its own command.
+    /// Completely filled.
     Filled,
     /// Canceled (by its owner, self-trade prevention, or the unfilled part
     /// of an IOC or market order); `filled` says how much traded first.
@@ -184,24 +187,83 @@ pub struct Order {
     pub filled: u64,
     /// Journaled time of placement.
     pub timestamp_ms: u64,
+    /// Fills as maker, oldest first (for `Resting`: see the book entry).
+    pub maker_fills: Vec<FillRef>,
 }
 
 /// A resting order's book entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resting {
     /// Owner.
     pub user: u64,
     /// Quantity still open.
     pub remaining: u64,
+    /// Fills so far as maker, oldest first.
+    pub maker_fills: Vec<FillRef>,
 }
 
-/// Locates a user's open order in the book.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A user's open order, locating its book entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OpenRef {
+    /// Market id.
+    pub market: u32,
+    /// Order id.
+    pub id: u64,
     /// Side of the order.
     pub side: Side,
     /// Limit price.
     pub price: u64,
+}
+
+/// Everything a user holds: balances and open orders.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wallet {
+    /// Non-zero balances, sorted by asset name.
+    pub assets: Vec<(String, Balance)>,
+    /// Open orders, sorted by (market, id).
+    pub open: Vec<OpenRef>,
+}
+
+impl Wallet {
+    /// The balance of `asset`, created at zero if absent.
+    pub fn balance_mut(&mut self, asset: &str) -> &mut Balance {
+        let i = match self.assets.binary_search_by(|(a, _)| a.as_str().cmp(asset)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.assets
+                    .insert(i, (asset.to_owned(), Balance::default()));
+                i
+            }
+        };
+        &mut self.assets[i].1
+    }
+
+    /// The balance of `asset` (zero if absent).
+    pub fn balance(&self, asset: &str) -> Balance {
+        self.assets
+            .binary_search_by(|(a, _)| a.as_str().cmp(asset))
+            .map_or_else(|_| Balance::default(), |i| self.assets[i].1)
+    }
+
+    /// Records an open order.
+    pub fn add_open(&mut self, r: OpenRef) {
+        let i = self.open.binary_search(&r).unwrap_or_else(|i| i);
+        self.open.insert(i, r);
+    }
+
+    /// Forgets an open order; returns whether it was there.
+    pub fn remove_open(&mut self, market: u32, id: u64) -> bool {
+        match self
+            .open
+            .binary_search_by(|o| (o.market, o.id).cmp(&(market, id)))
+        {
+            Ok(i) => {
+                self.open.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// One fill: the incoming (taker) order against one resting (maker) order.

@@ -679,3 +679,29 @@ fn queries_write_nothing_and_markets_list() {
     query::<Audit>(&h, json!("audit"));
     assert_eq!(h.dump(), before);
 }
+
+#[test]
+fn open_orders_per_user_are_capped() {
+    let mut h = h();
+    for i in 0..1000u64 {
+        limit(&mut h, 1, "buy", 5 * (1 + i % 10), 20);
+    }
+    let before = h.dump();
+    let e = place(&mut h, 1, "buy", "limit", Some(5), 20).unwrap_err();
+    assert_eq!(e.code, "too-many-open-orders");
+    assert_eq!(h.dump(), before);
+    // Orders that do not rest are still accepted, and a cancel makes room.
+    assert_eq!(
+        place(&mut h, 1, "buy", "ioc", Some(5), 20).unwrap().status,
+        Status::Canceled
+    );
+    let open: Vec<OrderView> = query(&h, json!({"open_orders": {"user": 1}}));
+    assert_eq!(open.len(), 1000);
+    h.handle_json(&format!(
+        r#"{{"cancel":{{"user":1,"order":{}}}}}"#,
+        open[0].id
+    ))
+    .unwrap();
+    limit(&mut h, 1, "buy", 5, 20);
+    audit_clean(&h);
+}

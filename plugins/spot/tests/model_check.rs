@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use keel_guest::testing::Harness;
 use keel_plugin_spot::Spot;
-use keel_plugin_spot::api::{Audit, Balance, BookDump, Command, OrderView, Response};
+use keel_plugin_spot::api::{Audit, Balance, BookDump, Command, OrderView, Response, TradePage};
 use model::{Model, streams};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -100,6 +100,22 @@ fn check_orders(h: &Harness<Spot>, m: &Model) -> Result<(), TestCaseError> {
             (rec.status, rec.filled),
             "order {}",
             id
+        );
+        // Its fills audit adds up to what it filled, newest first.
+        let fills: TradePage = query(h, json!({"order_fills": {"id": id, "limit": 1000}}));
+        let total: u64 = fills.trades.iter().map(|t| t.qty).sum();
+        prop_assert_eq!(total, rec.filled, "order {}", id);
+        prop_assert!(
+            fills
+                .trades
+                .windows(2)
+                .all(|w| (w[0].seq, w[0].index) > (w[1].seq, w[1].index))
+        );
+        prop_assert!(
+            fills
+                .trades
+                .iter()
+                .all(|t| t.maker_order == *id || t.taker_order == *id)
         );
     }
     Ok(())

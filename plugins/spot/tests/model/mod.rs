@@ -337,6 +337,15 @@ impl Model {
         b.available -= spent + freeze;
         b.frozen += freeze;
         self.bal(p.user, &receive).available += received;
+        let open_orders = self
+            .books
+            .values()
+            .flatten()
+            .filter(|r| r.user == p.user)
+            .count();
+        if rests && open_orders >= 1000 {
+            return err("too-many-open-orders");
+        }
         let status = if rests {
             if filled == 0 {
                 Status::Open
