@@ -13,11 +13,11 @@
 //!
 //! Mix (from a fixed seed, `keel_plugin_auction::workload`): a market of 50
 //! providers (capacity 100..1000 units, 1..4 precisions, 1..3 of 8 lanes) and
-//! 20 routes, then a stream that keeps ~200 jobs open: ~60 % `run_auction`
-//! (4 precisions, 1..16 units, max price 30..200, priority 0..9; most match),
-//! ~35 % `complete_job` / ~4 % `cancel_job` of open jobs, ~1 % price updates
-//! and refused duplicate jobs. Every auction scans all 50 providers and 20
-//! routes inside the component.
+//! 20 routes, then a stream that keeps ~200 jobs open: ~52 % `run_auction`
+//! (4 precisions, 1..16 units, max price 30..200 per unit, priority 0..9;
+//! ~92 % match), ~42 % `complete_job` and ~5 % `cancel_job` of open jobs,
+//! ~1 % price updates, ~0.5 % refused duplicate jobs. Every auction scans all
+//! 50 providers and 20 routes inside the component.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
