@@ -16,11 +16,17 @@ impl Plugin for Dag {
     type QueryResponse = ();
 
     fn handle(_command: Self::Command) -> Result<(), Error> {
-        Err(Error::new("unimplemented", "the dag plugin is not written yet"))
+        Err(Error::new(
+            "unimplemented",
+            "the dag plugin is not written yet",
+        ))
     }
 
     fn query(_request: Self::Query) -> Result<(), Error> {
-        Err(Error::new("unimplemented", "the dag plugin is not written yet"))
+        Err(Error::new(
+            "unimplemented",
+            "the dag plugin is not written yet",
+        ))
     }
 }
 
