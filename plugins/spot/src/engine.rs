@@ -12,7 +12,7 @@ use crate::api::{
 };
 use crate::store::{
     BOOK, Fill, LEDGER, MARKETS, Market, OPEN_ORDERS_PER_USER_MAX, ORDERS, OpenRef, Order,
-    OrderKind, Resting, Side, Stored, TRADES, TradeBatch, USER_FILLS, UserFills, WALLETS, Wallet,
+    OrderKind, Resting, Side, Stored, TRADES, TradeBatch, WALLETS, Wallet,
 };
 
 /// Book entries fetched per host call while matching. Most incoming orders
@@ -372,7 +372,8 @@ pub fn place(p: Place) -> Result<Placed, Error> {
     let mut remaining = qty;
     let mut fills: Vec<Fill> = Vec::new();
     let mut self_trade_canceled = Vec::new();
-    let mut makers: Vec<(u64, Vec<u32>)> = Vec::new();
+    // Each maker user met so far, with its previous trade batch.
+    let mut makers: Vec<(u64, Option<crate::store::BatchRef>)> = Vec::new();
     // What the taker pays and receives for its fills.
     let mut spent: u128 = 0;
     let mut received: u128 = 0;
@@ -420,15 +421,22 @@ pub fn place(p: Place) -> Result<Placed, Error> {
         remaining -= q;
         let index = u32::try_from(fills.len()).map_err(|_| overflow("fill count"))?;
         rest.maker_fills.push((id, index));
-        match makers.iter_mut().find(|(u, _)| *u == rest.user) {
-            Some((_, indices)) => indices.push(index),
-            None => makers.push((rest.user, vec![index])),
-        }
+        // Link this batch into the maker's list of fills (once per maker).
+        let maker_prev = match makers.iter().find(|(u, _)| *u == rest.user) {
+            Some((_, prev)) => *prev,
+            None => {
+                let wallet = funds.wallet(rest.user);
+                let prev = wallet.last_batch.replace((market_id, id));
+                makers.push((rest.user, prev));
+                prev
+            }
+        };
         fills.push(Fill {
             maker_order: maker_id,
             maker_user: rest.user,
             price,
             qty: q,
+            maker_prev,
         });
         let key = (market_id, opp.code(), pk, maker_id);
         if rest.remaining == 0 {
@@ -543,26 +551,11 @@ pub fn place(p: Place) -> Result<Placed, Error> {
             price,
         });
     }
-    if !fills.is_empty() {
-        USER_FILLS.put(
-            &(user, id),
-            &UserFills {
-                market: market_id,
-                taker: true,
-                indices: Vec::new(),
-            },
-        );
-        for (maker, indices) in makers {
-            USER_FILLS.put(
-                &(maker, id),
-                &UserFills {
-                    market: market_id,
-                    taker: false,
-                    indices,
-                },
-            );
-        }
-    }
+    let taker_prev = if fills.is_empty() {
+        None
+    } else {
+        funds.wallet(user).last_batch.replace((market_id, id))
+    };
     funds.flush();
     let fill_views = fills
         .iter()
@@ -580,6 +573,7 @@ pub fn place(p: Place) -> Result<Placed, Error> {
                 taker_user: user,
                 taker_side: side,
                 timestamp_ms,
+                taker_prev,
                 fills,
             },
         );

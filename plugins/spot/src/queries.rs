@@ -11,7 +11,7 @@ use crate::api::{
 use crate::engine::{load_market, market_view};
 use crate::store::{
     BOOK, LEDGER, MARKETS, Market, ORDERS, Order, OrderKind, Side, Stored, TRADES, TradeBatch,
-    USER_FILLS, WALLETS,
+    WALLETS,
 };
 
 /// Default page size of the fill and trade queries.
@@ -87,7 +87,7 @@ pub fn answer(q: Query) -> Result<Answer, Error> {
             user,
             before,
             limit,
-        } => Answer::Trades(user_fills(user, before, page_size(limit))),
+        } => Answer::Trades(user_fills(user, before, page_size(limit))?),
         Query::Trades {
             market,
             before,
@@ -299,26 +299,60 @@ fn market_trades(market: u32, before: Option<Cursor>, limit: usize) -> TradePage
     pager.finish(false)
 }
 
-fn user_fills(user: u64, before: Option<Cursor>, limit: usize) -> TradePage {
+/// Walks the user's linked list of trade batches, newest first, from the
+/// wallet's head or from the batch the cursor names.
+fn user_fills(user: u64, before: Option<Cursor>, limit: usize) -> Result<TradePage, Error> {
     let mut pager = Pager::new(before, limit);
-    let upper = pager.upper_seq();
-    for ((_, seq), mine) in USER_FILLS
-        .range_rev((user, 0)..=(user, upper))
-        .with_chunk(32)
-    {
-        let Some(batch) = TRADES.get(&(mine.market, seq)) else {
-            continue;
-        };
-        let more = if mine.taker {
-            pager.offer(mine.market, seq, &batch, all_indices(&batch))
+    let mut next = match before {
+        None => WALLETS.get(&user).and_then(|w| w.last_batch),
+        Some(c) => {
+            let bad_cursor = || {
+                Error::invalid(format!(
+                    "cursor ({}, {}) does not name a fill of user {user}",
+                    c.seq, c.index
+                ))
+            };
+            let taker = ORDERS.get(&c.seq).ok_or_else(bad_cursor)?;
+            Some((taker.market, c.seq))
+        }
+    };
+    let mut first = true;
+    while let Some((market, seq)) = next {
+        let batch = TRADES.get(&(market, seq)).ok_or_else(|| {
+            crate::engine::corrupt(format!("trade batch {seq} of market {market} is missing"))
+        })?;
+        let (prev, more) = if batch.taker_user == user {
+            let more = pager.offer(market, seq, &batch, all_indices(&batch));
+            (batch.taker_prev, more)
         } else {
-            pager.offer(mine.market, seq, &batch, mine.indices.iter().copied())
+            let mine: Vec<u32> = (0..batch.fills.len() as u32)
+                .filter(|i| batch.fills[*i as usize].maker_user == user)
+                .collect();
+            let Some(first_fill) = mine.first() else {
+                if first && before.is_some() {
+                    return Err(Error::invalid(format!(
+                        "cursor ({seq}, _) does not name a fill of user {user}"
+                    )));
+                }
+                return Err(crate::engine::corrupt(format!(
+                    "user {user} is linked to trade batch {seq} without a fill in it"
+                )));
+            };
+            let prev = batch.fills[*first_fill as usize].maker_prev;
+            (prev, pager.offer(market, seq, &batch, mine.into_iter()))
         };
         if !more {
-            return pager.finish(true);
+            return Ok(pager.finish(true));
         }
+        if prev.is_some_and(|(_, p)| p >= seq) {
+            return Err(crate::engine::corrupt(format!(
+                "user {user}'s fills are not linked newest first at {seq}"
+            )));
+        }
+        next = prev;
+        first = false;
     }
-    pager.finish(false)
+    Ok(pager.finish(false))
 }
 
 fn order_fills(

@@ -8,7 +8,6 @@
 //! | `orders` | order id `u64` | [`Order`]: terms, final state, maker fills | placement, full fill, cancel |
 //! | `book` | `(market, side, price key, order id)` | [`Resting`] (user, remaining, maker fills) | placement, fill, cancel |
 //! | `trades` | `(market, taker order id)` | [`TradeBatch`]: every fill of one command | crossing orders |
-//! | `user_fills` | `(user, taker order id)` | [`UserFills`]: which fills of that batch are the user's | crossing orders |
 //!
 //! The book key sorts each side best-first: the price key is the price for
 //! asks and `u64::MAX - price` for bids, and the order id (the journaled
@@ -24,9 +23,12 @@
 //! rewritten with the final state and the maker fills. All fills of one
 //! command share one `trades` row, and the taker's fills are found there by
 //! its order id, so recording a fill costs no row of its own. A user's
-//! balances and list of open orders share one `wallets` row: every change
-//! to a user's open orders (rest, fill off the book, cancel) also moves
-//! that user's funds, so the index costs no write of its own.
+//! balances, list of open orders and latest trade batch share one
+//! `wallets` row: every change to a user's open orders (rest, fill off the
+//! book, cancel) and every fill also moves that user's funds, so these
+//! indexes cost no write of their own. A user's fills form a linked list,
+//! newest first: the wallet points at the user's latest batch, and each
+//! batch records, for each user in it, that user's previous batch.
 
 use keel_guest::Table;
 use serde::{Deserialize, Serialize};
@@ -46,11 +48,12 @@ pub const BOOK: Table<(u32, u8, u64, u64), Resting> = Table::new("book");
 pub const OPEN_ORDERS_PER_USER_MAX: usize = 1000;
 /// (market, taker order id) → every fill of that command.
 pub const TRADES: Table<(u32, u64), TradeBatch> = Table::new("trades");
-/// (user, taker order id) → the user's fills in that batch.
-pub const USER_FILLS: Table<(u64, u64), UserFills> = Table::new("user_fills");
 
 /// A reference to one fill: (taker order id = `trades` key, index in the batch).
 pub type FillRef = (u64, u32);
+
+/// A reference to one trade batch: its `trades` key (market, taker order id).
+pub type BatchRef = (u32, u64);
 
 /// Buy or sell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -222,6 +225,9 @@ pub struct Wallet {
     pub assets: Vec<(String, Balance)>,
     /// Open orders, sorted by (market, id).
     pub open: Vec<OpenRef>,
+    /// The latest trade batch the user took part in (head of the user's
+    /// linked list of fills).
+    pub last_batch: Option<BatchRef>,
 }
 
 impl Wallet {
@@ -277,6 +283,9 @@ pub struct Fill {
     pub price: u64,
     /// Quantity traded.
     pub qty: u64,
+    /// The maker's previous trade batch (the same for all of its fills in
+    /// this batch).
+    pub maker_prev: Option<BatchRef>,
 }
 
 /// Every fill of one incoming order, in execution order.
@@ -288,17 +297,8 @@ pub struct TradeBatch {
     pub taker_side: Side,
     /// Journaled time of execution.
     pub timestamp_ms: u64,
+    /// The taker's previous trade batch.
+    pub taker_prev: Option<BatchRef>,
     /// The fills.
     pub fills: Vec<Fill>,
-}
-
-/// Which fills of a batch belong to a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserFills {
-    /// Market of the batch.
-    pub market: u32,
-    /// The user was the taker: every fill of the batch is theirs.
-    pub taker: bool,
-    /// As maker: indices of the user's fills in the batch, ascending.
-    pub indices: Vec<u32>,
 }

@@ -660,6 +660,17 @@ fn fills_and_trades_are_recorded_and_paged_newest_first() {
         u.trades.iter().map(|t| t.maker_order).collect::<Vec<_>>(),
         vec![m1]
     );
+    for cursor in [
+        json!({"seq": t2, "index": 0}),
+        json!({"seq": 99_999, "index": 0}),
+    ] {
+        let q = json!({"user_fills": {"user": 2, "before": cursor}}).to_string();
+        assert_eq!(
+            h.query_json(&q).unwrap_err().code,
+            "invalid-argument",
+            "{q}"
+        );
+    }
     let u: TradePage = query(&h, json!({"user_fills": {"user": 3}}));
     assert_eq!(u.trades.len(), 3);
     assert!(
