@@ -1,0 +1,302 @@
+//! The storage layout. An insert touches few rows: it reads the author's
+//! index, the quorum rules, the metadata, the (round, author) slot and one
+//! node per parent, and writes three rows (node, certificate, metadata).
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `committee` | `()` | names, stakes, quorum, prune depth (written by `init`) |
+//! | `rules` | `()` | quorum and stakes by author index (what an insert needs) |
+//! | `authors` | name | author index (committee sorted by name) |
+//! | `meta` | `()` | counters and the last commit |
+//! | `certs` | (round, author index) | digest, commit mark, parents, batches, signature |
+//! | `nodes` | digest | (round, author index): parent checks and lookups by digest |
+//! | `sequence` | commit position | (round, author index): the global commit order |
+//! | `commits` | commit number | leader, round, first position, count |
+//! | `batches` | digest | author index, payload |
+//! | `batches_by_author` | (author index, digest) | `()` |
+//! | `unreferenced` | digest | `()`: batches no certificate references yet |
+//! | `evidence` | (round, author index, conflicting digest) | the refused certificate |
+
+use keel_guest::{Error, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Bytes, Digest, DigestList};
+
+/// Most authors in a committee (author indices are `u16`).
+pub const AUTHORS_MAX: usize = 1024;
+/// Longest author name, in bytes.
+pub const AUTHOR_NAME_BYTES_MAX: usize = 128;
+/// Most batch digests one certificate may reference.
+pub const BATCHES_PER_CERTIFICATE_MAX: usize = 1024;
+/// Most certificates one `insert_many` takes.
+pub const INSERT_MANY_CERTIFICATES_MAX: usize = 1024;
+/// Longest signature, in bytes.
+pub const SIGNATURE_BYTES_MAX: usize = 4096;
+/// Largest batch payload, in bytes (hex doubles it in a command, which the
+/// host caps at 1 MiB).
+pub const BATCH_PAYLOAD_BYTES_MAX: usize = 256 << 10;
+/// Cost units of a certificate with no digests. Budgets are counted in
+/// units of `CERT_WEIGHT_BASE + parents + batches` per certificate: host
+/// calls, decoding, hashing and JSON output all grow with the digests a
+/// certificate carries, so budgets in these units hold for any committee
+/// size (one unit ≈ 2–3.5 k wasm instructions, measured; see
+/// tests/dag.rs `the_largest_calls_fit_half_the_default_fuel`).
+pub const CERT_WEIGHT_BASE: u64 = 8;
+/// Most certificates one `commit` may mark (bounds its answer).
+pub const COMMIT_CERTIFICATES_MAX: usize = 10_000;
+/// Most weight one `commit` may mark: about 515 certificates of an n = 50
+/// committee (10 rounds of history), 2 500 of n = 4 (≈ 2 k instructions
+/// per unit measured: a third of the default fuel). A larger uncommitted
+/// history is refused (`commit-too-large`): commit earlier leaders first.
+pub const COMMIT_WEIGHT_MAX: u64 = 30_000;
+/// Certificates removed by one `prune` unless the command says otherwise.
+pub const PRUNE_CERTIFICATES_DEFAULT: u64 = 10_000;
+/// Most certificates one `prune` removes (whole rounds; at least one round).
+pub const PRUNE_CERTIFICATES_MAX: u64 = 20_000;
+/// Most weight one `prune` removes (whole rounds; at least one round).
+pub const PRUNE_WEIGHT_MAX: u64 = 30_000;
+
+/// The budget weight of a certificate with `digests` parents and batches.
+pub fn weight(digests: usize) -> u64 {
+    CERT_WEIGHT_BASE + digests as u64
+}
+
+impl CertRow {
+    /// Its budget weight.
+    pub fn weight(&self) -> u64 {
+        weight(self.parents.0.len() + self.batches.0.len())
+    }
+}
+/// Rounds kept below the last committed round unless configured.
+pub const PRUNE_DEPTH_DEFAULT: u64 = 50;
+
+const _: () = assert!(AUTHORS_MAX <= u16::MAX as usize + 1);
+const _: () = assert!(BATCH_PAYLOAD_BYTES_MAX * 2 < 1 << 20);
+const _: () = assert!(PRUNE_CERTIFICATES_DEFAULT <= PRUNE_CERTIFICATES_MAX);
+
+/// The committee as configured (queries, digest checks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Committee {
+    /// Author names, sorted; the position is the author index.
+    pub names: Vec<String>,
+    /// Stake by author index.
+    pub stakes: Vec<u64>,
+    /// Sum of stakes.
+    pub total: u64,
+    /// Stake a certificate's parents must carry: floor(2 × total / 3) + 1.
+    pub quorum: u64,
+    /// Rounds kept below the last committed round by `prune`.
+    pub prune_depth: u64,
+}
+
+/// What an insert needs from the committee, without the names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rules {
+    /// Quorum stake.
+    pub quorum: u64,
+    /// Stake by author index.
+    pub stakes: Vec<u64>,
+}
+
+/// Counters and the last commit, updated by every command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Highest round holding a certificate (never lowered by pruning).
+    pub highest_round: Option<u64>,
+    /// Certificates stored now.
+    pub certificates: u64,
+    /// Of those, committed.
+    pub committed: u64,
+    /// Batches stored now.
+    pub batches: u64,
+    /// Of those, not referenced by any certificate.
+    pub unreferenced: u64,
+    /// Leaders committed so far (the next commit number).
+    pub commits: u64,
+    /// Certificates committed so far, pruned or not (the next position).
+    pub next_position: u64,
+    /// (round, digest) of the last committed leader.
+    pub last_committed: Option<(u64, Digest)>,
+    /// Rounds below this one have been pruned.
+    pub pruned_below: u64,
+    /// Certificates removed by pruning.
+    pub pruned_certificates: u64,
+    /// Batches removed by pruning.
+    pub pruned_batches: u64,
+    /// Equivocations recorded.
+    pub evidence: u64,
+}
+
+/// Where a committed certificate sits in the commit order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitMark {
+    /// Number of the commit (0-based) that marked it.
+    pub commit: u64,
+    /// Position in the global commit order (0-based).
+    pub position: u64,
+}
+
+/// A stored certificate. Field order matters: [`CertHead`] decodes the
+/// first two fields of the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRow {
+    /// Digest of the header.
+    pub digest: Digest,
+    /// Set once committed.
+    pub committed: Option<CommitMark>,
+    /// Parent digests, sorted.
+    pub parents: DigestList,
+    /// Batch digests, in the header's order.
+    pub batches: DigestList,
+    /// Opaque signature bytes.
+    pub signature: Bytes,
+}
+
+/// The leading fields of a [`CertRow`]: bincode encodes struct fields one
+/// after the other with no framing and decoding ignores trailing bytes, so
+/// this view of the `certs` table skips decoding parents and batches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertHead {
+    /// Digest of the header.
+    pub digest: Digest,
+    /// Set once committed.
+    pub committed: Option<CommitMark>,
+}
+
+/// Where a certificate lives, by digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Its round.
+    pub round: u64,
+    /// Its author index.
+    pub author: u16,
+}
+
+/// One commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRow {
+    /// The leader's digest.
+    pub leader: Digest,
+    /// The leader's round.
+    pub round: u64,
+    /// Position of the first certificate it committed.
+    pub first_position: u64,
+    /// How many certificates it committed.
+    pub count: u64,
+}
+
+/// A stored batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRow {
+    /// Author index of its creator.
+    pub author: u16,
+    /// Opaque payload.
+    pub payload: Bytes,
+}
+
+/// The leading field of a [`BatchRow`] (see [`CertHead`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchHead {
+    /// Author index of its creator.
+    pub author: u16,
+}
+
+/// A refused equivocating certificate, kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRow {
+    /// Digest of the certificate already stored for (round, author).
+    pub existing: Digest,
+    /// Parents of the refused certificate.
+    pub parents: DigestList,
+    /// Batches of the refused certificate.
+    pub batches: DigestList,
+    /// Signature of the refused certificate.
+    pub signature: Bytes,
+    /// Sequence number of the command that recorded it.
+    pub sequence: u64,
+}
+
+/// `committee`: the configured committee.
+pub const COMMITTEE: Table<(), Committee> = Table::new("committee");
+/// `rules`: quorum and stakes.
+pub const RULES: Table<(), Rules> = Table::new("rules");
+/// `authors`: name → author index.
+pub const AUTHORS: Table<String, u16> = Table::new("authors");
+/// `meta`: counters.
+pub const META: Table<(), Meta> = Table::new("meta");
+/// `certs`: (round, author) → certificate.
+pub const CERTS: Table<(u64, u16), CertRow> = Table::new("certs");
+/// `certs`, decoding only the digest and commit mark.
+pub const CERT_HEADS: Table<(u64, u16), CertHead> = Table::new("certs");
+/// `nodes`: digest → (round, author).
+pub const NODES: Table<[u8; 32], Node> = Table::new("nodes");
+/// `nodes`, decoding no value (counting: bincode decodes `()` from zero bytes).
+pub const NODE_KEYS: Table<[u8; 32], ()> = Table::new("nodes");
+/// `sequence`: position → (round, author).
+pub const SEQUENCE: Table<u64, (u64, u16)> = Table::new("sequence");
+/// `sequence`, decoding no value.
+pub const SEQUENCE_KEYS: Table<u64, ()> = Table::new("sequence");
+/// `commits`: commit number → commit.
+pub const COMMITS: Table<u64, CommitRow> = Table::new("commits");
+/// `batches`: digest → batch.
+pub const BATCHES: Table<[u8; 32], BatchRow> = Table::new("batches");
+/// `batches`, decoding only the author.
+pub const BATCH_HEADS: Table<[u8; 32], BatchHead> = Table::new("batches");
+/// `batches`, decoding no value.
+pub const BATCH_KEYS: Table<[u8; 32], ()> = Table::new("batches");
+/// `batches_by_author`: (author, digest) → ().
+pub const BATCHES_BY_AUTHOR: Table<(u16, [u8; 32]), ()> = Table::new("batches_by_author");
+/// `unreferenced`: batch digest → ().
+pub const UNREFERENCED: Table<[u8; 32], ()> = Table::new("unreferenced");
+/// `evidence`: (round, author, conflicting digest) → refused certificate.
+pub const EVIDENCE: Table<(u64, u16, [u8; 32]), EvidenceRow> = Table::new("evidence");
+
+/// An error for state that the plugin's own writes cannot produce.
+pub fn corrupt(what: impl Into<String>) -> Error {
+    Error::new(
+        "corrupt-state",
+        format!("stored DAG is inconsistent: {}", what.into()),
+    )
+}
+
+fn not_configured() -> Error {
+    Error::new(
+        "not-configured",
+        "the dag plugin has no committee: deploy it with a config such as {\"authors\": [\"a\", \"b\", \"c\", \"d\"]}",
+    )
+}
+
+/// The metadata row.
+pub fn meta() -> Result<Meta, Error> {
+    META.try_get(&())?.ok_or_else(not_configured)
+}
+
+/// The committee row.
+pub fn committee() -> Result<Committee, Error> {
+    COMMITTEE.try_get(&())?.ok_or_else(not_configured)
+}
+
+/// The rules row.
+pub fn rules() -> Result<Rules, Error> {
+    RULES.try_get(&())?.ok_or_else(not_configured)
+}
+
+/// The index of the author called `name`.
+pub fn author_index(name: &str) -> Result<u16, Error> {
+    AUTHORS.try_get(&name.to_owned())?.ok_or_else(|| {
+        Error::new(
+            "unknown-author",
+            format!("{name:?} is not in the committee (see the `committee` query)"),
+        )
+    })
+}
+
+impl Committee {
+    /// The name of author `index`.
+    pub fn name(&self, index: u16) -> Result<&str, Error> {
+        self.names
+            .get(usize::from(index))
+            .map(String::as_str)
+            .ok_or_else(|| corrupt(format!("author index {index} is outside the committee")))
+    }
+}
