@@ -12,7 +12,7 @@
 //! `cargo bench -p keel-tests --bench spot`; size with `KEEL_BENCH_ORDERS`
 //! (default 100 000; `KEEL_SPOT_COMPONENT` deploys another build of the
 //! component); (3) runs on the first `KEEL_BENCH_BASELINE_ORDERS`
-//! orders (default 10 000) since it is ~100× slower, and its rate is per order.
+//! orders (default 3 000) since it is ~100× slower; its rate is per order.
 //!
 //! Stream (fixed seed): 4 markets, 1000 pre-funded users; ~60 % resting
 //! limit orders 1–30 ticks behind a drifting mid, ~25 % crossing orders
@@ -383,7 +383,7 @@ fn main() {
     // `cargo bench` passes `--bench`; arguments are ignored.
     let n = env("KEEL_BENCH_ORDERS", 100_000);
     let in_flight = env("KEEL_BENCH_IN_FLIGHT", 4096);
-    let baseline_n = env("KEEL_BENCH_BASELINE_ORDERS", 10_000).min(n);
+    let baseline_n = env("KEEL_BENCH_BASELINE_ORDERS", 3_000).min(n);
 
     let t = TestHost::new();
     // KEEL_SPOT_COMPONENT: another build of the component (e.g. for profiling).

@@ -378,10 +378,12 @@ pub fn place(p: Place) -> Result<Placed, Error> {
     let mut spent: u128 = 0;
     let mut received: u128 = 0;
 
-    let scan = BOOK
-        .prefix(&prefix, Direction::Forward)
-        .with_chunk(MATCH_SCAN_CHUNK_ENTRIES);
-    for ((_, _, pk, maker_id), mut rest) in scan {
+    // A post-only order was checked not to cross: nothing to match.
+    let scan = (p.kind != OrderKind::PostOnly).then(|| {
+        BOOK.prefix(&prefix, Direction::Forward)
+            .with_chunk(MATCH_SCAN_CHUNK_ENTRIES)
+    });
+    for ((_, _, pk, maker_id), mut rest) in scan.into_iter().flatten() {
         if remaining == 0 {
             break;
         }

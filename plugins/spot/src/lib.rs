@@ -25,6 +25,8 @@
 //!   `post_only` is refused (`would-cross`) if it would trade at all.
 //! - Funds are checked against what the order actually spends (its fills'
 //!   cost plus what its resting rest freezes); short: `insufficient-balance`.
+//! - A user may have at most [`store::OPEN_ORDERS_PER_USER_MAX`] open orders
+//!   (`too-many-open-orders`): they live in the user's wallet row.
 //! - Every refusal is an error, and an error discards every write.
 
 pub mod api;

@@ -3,7 +3,7 @@
 //! | table | key | value | written |
 //! |---|---|---|---|
 //! | `markets` | market id `u32` | [`Market`] | `create_market` |
-//! | `wallets` | user `u64` | [`Wallet`]: balances per asset and open orders | whenever funds move |
+//! | `wallets` | user `u64` | [`Wallet`]: balances per asset, open orders, latest trade batch | whenever the user's funds move |
 //! | `ledger` | asset | [`Ledger`] (deposited, withdrawn) | `deposit`, `withdraw` |
 //! | `orders` | order id `u64` | [`Order`]: terms, final state, maker fills | placement, full fill, cancel |
 //! | `book` | `(market, side, price key, order id)` | [`Resting`] (user, remaining, maker fills) | placement, fill, cancel |
