@@ -385,7 +385,9 @@ fn main() {
     let in_flight = env("KEEL_BENCH_IN_FLIGHT", 4096);
     let baseline_n = env("KEEL_BENCH_BASELINE_ORDERS", 3_000).min(n);
 
-    let t = TestHost::new();
+    // The end-of-run `audit` and book dumps walk the whole state: give
+    // queries room (commands never come close to the default limit).
+    let t = TestHost::with_config(|c| c.limits.fuel_per_call = 20_000_000_000);
     // KEEL_SPOT_COMPONENT: another build of the component (e.g. for profiling).
     let component =
         std::env::var("KEEL_SPOT_COMPONENT").unwrap_or_else(|_| plugins::SPOT.to_owned());

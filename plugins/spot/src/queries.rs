@@ -388,19 +388,21 @@ fn order_fills(
 }
 
 /// Checks, over all state: conservation per asset, frozen balances equal
-/// what the book holds, every resting order indexed and recorded, and no
-/// market crossed.
+/// what the book holds, every resting order recorded and indexed in its
+/// owner's wallet (and every indexed order on the book), and no market
+/// crossed. Cost: one pass over wallets and the book, one order-row read per
+/// resting order (a very large book may need a larger query fuel limit).
 fn audit() -> Audit {
     let mut problems = Vec::new();
     let mut assets: BTreeMap<String, AssetTotals> = BTreeMap::new();
-    let mut frozen: BTreeMap<(u64, String), (u128, u128)> = BTreeMap::new();
+    let mut frozen: BTreeMap<(u64, String), u128> = BTreeMap::new();
     let mut open: BTreeMap<(u64, u32, u64), crate::store::OpenRef> = BTreeMap::new();
     for (user, wallet) in WALLETS.iter() {
         for (asset, b) in wallet.assets {
             let t = assets.entry(asset.clone()).or_default();
             t.available = t.available.saturating_add(b.available);
             t.frozen = t.frozen.saturating_add(b.frozen);
-            frozen.entry((user, asset)).or_default().0 = b.frozen;
+            frozen.insert((user, asset), b.frozen);
         }
         for o in wallet.open {
             open.insert((user, o.market, o.id), o);
@@ -423,6 +425,8 @@ fn audit() -> Audit {
     let markets: BTreeMap<u32, Market> = MARKETS.iter().collect();
     let mut resting_orders = 0u64;
     let mut best: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+    // What the book holds frozen, per (user, market, side).
+    let mut held_by_book: BTreeMap<(u64, u32, u8), u128> = BTreeMap::new();
     for ((market, side_code, pk, id), rest) in BOOK.iter().with_chunk(1024) {
         resting_orders += 1;
         let side = if side_code == 0 {
@@ -432,18 +436,13 @@ fn audit() -> Audit {
         };
         let price = side.price_from_key(pk);
         best.entry((market, side_code)).or_insert(price);
-        let Some(m) = markets.get(&market) else {
-            problems.push(format!("order {id} rests in unknown market {market}"));
-            continue;
+        let amount = match side {
+            Side::Buy => u128::from(price) * u128::from(rest.remaining),
+            Side::Sell => u128::from(rest.remaining),
         };
-        let (asset, amount) = match side {
-            Side::Buy => (
-                m.quote.clone(),
-                u128::from(price) * u128::from(rest.remaining),
-            ),
-            Side::Sell => (m.base.clone(), u128::from(rest.remaining)),
-        };
-        let slot = &mut frozen.entry((rest.user, asset)).or_default().1;
+        let slot = held_by_book
+            .entry((rest.user, market, side_code))
+            .or_default();
         *slot = slot.saturating_add(amount);
         if rest.remaining == 0 {
             problems.push(format!("order {id} rests with nothing remaining"));
@@ -466,24 +465,40 @@ fn audit() -> Audit {
             side,
             price,
         };
-        if open.get(&(rest.user, market, id)) != Some(&expected) {
+        if open.remove(&(rest.user, market, id)) != Some(expected) {
             problems.push(format!(
                 "resting order {id} is missing from its owner's open orders"
             ));
         }
     }
-    let open_count = open.len() as u64;
-    if open_count != resting_orders {
+    for (user, market, id) in open.keys() {
         problems.push(format!(
-            "{open_count} open-order entries for {resting_orders} resting orders"
+            "user {user}'s open order {id} in market {market} is not on the book"
         ));
     }
-    for ((user, asset), (held, expected)) in frozen {
-        if held != expected {
+    let mut expected_frozen: BTreeMap<(u64, String), u128> = BTreeMap::new();
+    for ((user, market, side_code), amount) in held_by_book {
+        let Some(m) = markets.get(&market) else {
+            problems.push(format!("orders rest in unknown market {market}"));
+            continue;
+        };
+        let asset = if side_code == 0 { &m.quote } else { &m.base };
+        let slot = expected_frozen.entry((user, asset.clone())).or_default();
+        *slot = slot.saturating_add(amount);
+    }
+    for (key, held) in &frozen {
+        let expected = expected_frozen.remove(key).unwrap_or(0);
+        if *held != expected {
             problems.push(format!(
-                "user {user} has {held} {asset} frozen, resting orders hold {expected}"
+                "user {} has {held} {} frozen, resting orders hold {expected}",
+                key.0, key.1
             ));
         }
+    }
+    for ((user, asset), expected) in expected_frozen {
+        problems.push(format!(
+            "user {user} has no {asset} balance, resting orders hold {expected}"
+        ));
     }
     for market in markets.keys() {
         if let (Some(bid), Some(ask)) = (best.get(&(*market, 0)), best.get(&(*market, 1)))
