@@ -384,6 +384,7 @@ fn the_largest_calls_fit_half_the_default_fuel() {
             },
             Query::CausalHistory {
                 digest: dag[leader_round as usize + 1][0],
+                round: None,
                 limit: Some(10_000),
             },
         ] {
@@ -395,11 +396,20 @@ fn the_largest_calls_fit_half_the_default_fuel() {
         }
         let too_far = dag[leader_round as usize + 1][0];
         assert_eq!(
-            h.command(&Command::Commit { leader: too_far }).unwrap_err(),
+            h.command(&Command::Commit {
+                leader: too_far,
+                round: None
+            })
+            .unwrap_err(),
             "commit-too-large"
         );
         let leader = dag[leader_round as usize][0];
-        let r = h.command(&Command::Commit { leader }).unwrap();
+        let r = h
+            .command(&Command::Commit {
+                leader,
+                round: None,
+            })
+            .unwrap();
         assert_eq!(Ok(r), m.commit(leader));
         // Depth 0: every round below the leader's, just under the prune budget.
         assert!(history(leader_round) - w <= PRUNE_WEIGHT_MAX);

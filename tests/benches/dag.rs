@@ -1,15 +1,24 @@
-//! Benchmark of the dag plugin: certificate inserts measured two ways in the
-//! same run, for an n = 4 and an n = 50 committee, plus recovery time.
+//! Benchmark of the dag plugin: certificate inserts for an n = 4 and an
+//! n = 50 committee, each measured through the host and natively in the
+//! same run, plus recovery time.
 //!
-//! 1. through the host as a component — durable (fsync per group commit),
-//!    pipelined (`KEEL_BENCH_IN_FLIGHT`, default 4096, commands in flight):
-//!    certificates/s, p50/p99 submit→acknowledgement latency;
-//! 2. the same plugin crate natively over the SDK's in-memory store
-//!    (Harness, JSON in and out, no persistence), and the ratio (1)/(2).
+//! Paths, for each committee:
+//! - host: the component in a `TestHost` — durable (fsync per group commit),
+//!   pipelined (`KEEL_BENCH_IN_FLIGHT`, default 4096, certificates in
+//!   flight): certificates/s, p50/p99 submit→acknowledgement latency per
+//!   command;
+//! - native: the same plugin crate over the SDK's in-memory store (Harness,
+//!   JSON in and out, no persistence); the ratio host / native.
+//!
+//! Each in two command shapes: `insert` (one certificate per command) and
+//! `insert_many` (one round — n certificates — per command, or
+//! `KEEL_BENCH_CERTS_PER_COMMAND`), which amortises the host's fixed cost
+//! per command (journal entry, call, commit bookkeeping) and reads parents
+//! shared by a round once.
 //!
 //! Every certificate carries a quorum of parents (floor(2n/3) + 1: 3 of 4,
 //! 34 of 50, rotating which authors of the round below are left out), a
-//! 64-byte signature and its digest, which the plugin recomputes.
+//! 64-byte signature and its digest, which the plugin recomputes and checks.
 //!
 //! Then the restart of a host whose DAG holds `KEEL_BENCH_RESTART_CERTS`
 //! certificates (default 100 000, n = 4): time from a crash (and from a
@@ -17,15 +26,18 @@
 //! a full consistency check of that DAG.
 //!
 //! `cargo bench -p keel-tests --bench dag`; size with `KEEL_BENCH_CERTS`
-//! (default 100 000 for n = 4; n = 50 runs a quarter of it).
+//! (default 100 000 for n = 4; n = 50 runs a quarter of it);
+//! `KEEL_BENCH_COMMITTEES=4,50`; `KEEL_BENCH_DURABILITY=relaxed` is a
+//! diagnostic (no fsync) that isolates the cost of the fsyncs.
 
 use std::sync::mpsc;
 use std::time::Instant;
 
 use keel_guest::testing::Harness;
-use keel_plugin_dag::api::{CheckReport, Metadata};
+use keel_plugin_dag::api::{CheckReport, ManyResult, Metadata};
 use keel_plugin_dag::{
-    Bytes, Command, Dag, Digest, DigestList, NewCertificate, Query, certificate_digest, quorum_for,
+    Bytes, Command, Dag, Digest, DigestList, NewCertificate, Query, Response, certificate_digest,
+    quorum_for,
 };
 use keel_tests::{TestHost, plugins};
 use serde_json::{Value, json};
@@ -39,8 +51,8 @@ fn config(n: usize) -> Value {
     json!({"authors": names(n), "prune_depth": 50})
 }
 
-/// `count` insert commands (JSON) growing full rounds of an `n` committee.
-fn workload(n: usize, count: usize) -> Vec<Vec<u8>> {
+/// `count` certificates growing full rounds of an `n` committee.
+fn certificates(n: usize, count: usize) -> Vec<NewCertificate> {
     let names = names(n);
     let quorum = quorum_for(n as u64) as usize;
     let mut out = Vec::with_capacity(count);
@@ -57,15 +69,14 @@ fn workload(n: usize, count: usize) -> Vec<Vec<u8>> {
                     .collect()
             };
             let digest = certificate_digest(round, author, &parents, &[]);
-            let cert = NewCertificate {
+            out.push(NewCertificate {
                 round,
                 author: author.clone(),
                 parents: DigestList(parents),
                 batches: DigestList::default(),
                 signature: Bytes(digest.0.iter().chain(&digest.0).copied().collect()),
                 digest: Some(digest),
-            };
-            out.push(serde_json::to_vec(&Command::Insert(cert)).unwrap());
+            });
             this.push(digest);
             if out.len() == count {
                 break;
@@ -75,6 +86,37 @@ fn workload(n: usize, count: usize) -> Vec<Vec<u8>> {
         round += 1;
     }
     out
+}
+
+/// The certificates as JSON commands, `per_command` certificates each
+/// (`insert` when 1, `insert_many` otherwise).
+fn commands(certs: &[NewCertificate], per_command: usize) -> Vec<Vec<u8>> {
+    certs
+        .chunks(per_command)
+        .map(|chunk| {
+            let command = if per_command == 1 {
+                Command::Insert(chunk[0].clone())
+            } else {
+                Command::InsertMany {
+                    certificates: chunk.to_vec(),
+                }
+            };
+            serde_json::to_vec(&command).unwrap()
+        })
+        .collect()
+}
+
+/// Panics unless every certificate of the answer was inserted.
+fn all_inserted(answer: &[u8]) {
+    match serde_json::from_slice(answer).expect("a dag answer") {
+        Response::Inserted(_) => {}
+        Response::InsertedMany { results } => {
+            for r in results {
+                assert!(matches!(r, ManyResult::Inserted(_)), "refused: {r:?}");
+            }
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
 }
 
 struct Run {
@@ -94,7 +136,7 @@ impl Run {
     }
 }
 
-fn native(n: usize, commands: &[Vec<u8>]) -> (Run, Metadata) {
+fn native(n: usize, certs: usize, commands: &[Vec<u8>]) -> (Run, Metadata) {
     let config = serde_json::from_value(config(n)).unwrap();
     let mut h = Harness::<Dag>::with_config(config).unwrap();
     let texts: Vec<&str> = commands
@@ -105,14 +147,15 @@ fn native(n: usize, commands: &[Vec<u8>]) -> (Run, Metadata) {
     let start = Instant::now();
     for text in texts {
         let t0 = Instant::now();
-        h.handle_json(text).expect("a valid insert");
+        let answer = h.handle_json(text).expect("a valid insert");
         latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
+        all_inserted(&serde_json::to_vec(&answer).unwrap());
     }
     let seconds = start.elapsed().as_secs_f64();
     let meta = serde_json::from_value(h.query_json(r#""metadata""#).unwrap()).unwrap();
     (
         Run {
-            certs: commands.len(),
+            certs,
             seconds,
             latencies_us,
         },
@@ -122,7 +165,7 @@ fn native(n: usize, commands: &[Vec<u8>]) -> (Run, Metadata) {
 
 type Ack = Box<dyn FnOnce() + Send>;
 
-fn host(t: &TestHost, commands: &[Vec<u8>], in_flight: usize) -> Run {
+fn host(t: &TestHost, certs: usize, commands: &[Vec<u8>], in_flight: usize) -> Run {
     let h = t.host();
     let (tx, rx) = mpsc::sync_channel::<(Instant, Ack)>(in_flight);
     let collector = std::thread::spawn(move || {
@@ -138,17 +181,18 @@ fn host(t: &TestHost, commands: &[Vec<u8>], in_flight: usize) -> Run {
         let t0 = Instant::now();
         let receipt = h.submit_pipelined("dag", cmd).unwrap();
         let ack: Ack = Box::new(move || {
-            receipt
+            let receipt = receipt
                 .blocking_recv()
                 .expect("acknowledged")
                 .expect("a valid insert");
+            all_inserted(&receipt.response);
         });
         tx.send((t0, ack)).unwrap();
     }
     drop(tx);
     let latencies_us = collector.join().unwrap();
     Run {
-        certs: commands.len(),
+        certs,
         seconds: start.elapsed().as_secs_f64(),
         latencies_us,
     }
@@ -220,7 +264,7 @@ fn main() {
         })
         .collect();
     println!(
-        "dag benchmark: {} cores, {in_flight} in flight, {}",
+        "dag benchmark: {} cores, {in_flight} certificates in flight, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if relaxed() {
             "RELAXED durability (no fsync: diagnostic only)"
@@ -230,45 +274,47 @@ fn main() {
     );
     println!();
     println!(
-        "{:<8} {:<52} {:>9} {:>10} {:>9} {:>9}",
-        "n", "path", "certs", "certs/s", "p50 µs", "p99 µs"
+        "{:<10} {:<44} {:>8} {:>10} {:>11} {:>11} {:>7}",
+        "committee", "path", "certs", "certs/s", "p50 µs/cmd", "p99 µs/cmd", "host/native"
     );
     let mut kept: Option<TestHost> = None;
     for n in committees {
         let count = if n <= 4 { certs } else { (certs / 4).max(1000) };
-        let commands = workload(n, count);
-        let (mut nat, native_meta) = native(n, &commands);
-        let t = deployed(n);
-        let mut durable = host(&t, &commands, in_flight);
-        assert_eq!(metadata(&t), native_meta, "host and native states differ");
-        let label = format!("{n} (q={})", quorum_for(n as u64));
-        for (path, run) in [
-            (
-                "(1) host component, durable group commit, pipelined",
-                &mut durable,
-            ),
-            (
-                "(2) same crate native, SDK Harness (in memory, JSON)",
-                &mut nat,
-            ),
+        let certs = certificates(n, count);
+        let per_command = env("KEEL_BENCH_CERTS_PER_COMMAND", n).max(1);
+        let label = format!("n={n} q={}", quorum_for(n as u64));
+        for (shape, per) in [
+            ("insert".to_owned(), 1),
+            (format!("insert_many ({per_command}/cmd)"), per_command),
         ] {
-            let (p50, p99) = (run.pct(0.5), run.pct(0.99));
-            println!(
-                "{label:<8} {path:<52} {:>9} {:>10.0} {:>9.1} {:>9.1}",
-                run.certs,
-                run.rate(),
-                p50,
-                p99
-            );
-        }
-        println!(
-            "{label:<8} {:<52} {:>9} {:>9.0}%",
-            "ratio (1)/(2)",
-            "",
-            100.0 * durable.rate() / nat.rate()
-        );
-        if n == 4 && count >= restart_certs {
-            kept = Some(t);
+            let commands = commands(&certs, per);
+            let (mut nat, native_meta) = native(n, count, &commands);
+            let t = deployed(n);
+            // The same number of certificates in flight for both shapes.
+            let mut durable = host(&t, count, &commands, (in_flight / per).max(16));
+            assert_eq!(metadata(&t), native_meta, "host and native states differ");
+            let ratio = 100.0 * durable.rate() / nat.rate();
+            for (path, run) in [
+                (format!("host {shape}"), &mut durable),
+                (format!("native {shape}"), &mut nat),
+            ] {
+                let (p50, p99) = (run.pct(0.5), run.pct(0.99));
+                let ratio = if path.starts_with("host") {
+                    format!("{ratio:.0}%")
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{label:<10} {path:<44} {:>8} {:>10.0} {:>11.1} {:>11.1} {ratio:>7}",
+                    run.certs,
+                    run.rate(),
+                    p50,
+                    p99
+                );
+            }
+            if n == 4 && per > 1 && count >= restart_certs {
+                kept = Some(t);
+            }
         }
     }
 
@@ -277,7 +323,8 @@ fn main() {
         Some(t) => t,
         None => {
             let t = deployed(4);
-            host(&t, &workload(4, restart_certs), in_flight);
+            let certs = certificates(4, restart_certs);
+            host(&t, restart_certs, &commands(&certs, 4), in_flight);
             t
         }
     };
@@ -299,7 +346,7 @@ fn main() {
         let serving = start.elapsed().as_secs_f64();
         assert_eq!(after, before, "the DAG changed across the restart");
         println!(
-            "  {:<40} {:>8.1} ms to reopen, {:>8.1} ms until the plugin answers",
+            "  {:<36} {:>8.1} ms to reopen, {:>8.1} ms until the plugin answers",
             if crash {
                 "crash (no clean shutdown) → serving"
             } else {

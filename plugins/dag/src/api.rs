@@ -82,10 +82,14 @@ pub enum Command {
         /// The certificates (at most 1024).
         certificates: Vec<NewCertificate>,
     },
-    /// `{"commit": {"leader": "<digest>"}}`
+    /// `{"commit": {"leader": "<digest>", "round": 12}}`
     Commit {
         /// Digest of the leader certificate.
         leader: Digest,
+        /// The leader's round: optional, saves searching for it (see
+        /// [`crate::store::LOCATE_ROUNDS_MAX`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        round: Option<u64>,
     },
     /// `{"prune": {}}` or `{"prune": {"max_certificates": 5000}}`
     Prune {
@@ -238,10 +242,13 @@ pub enum Query {
     Committee,
     /// `"metadata"`: counters and the last commit.
     Metadata,
-    /// `{"certificate": {"digest": ".."}}` (null when absent).
+    /// `{"certificate": {"digest": "..", "round": 3}}` (null when absent).
     Certificate {
         /// Its digest.
         digest: Digest,
+        /// Its round: optional, saves searching for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        round: Option<u64>,
     },
     /// `{"by_round": {"round": 3, "after": "b", "limit": 100}}`; `after` is an author.
     ByRound {
@@ -288,6 +295,9 @@ pub enum Query {
     CausalHistory {
         /// The certificate.
         digest: Digest,
+        /// Its round: optional, saves searching for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        round: Option<u64>,
         /// Most certificates listed (default 1000, at most 10 000).
         #[serde(default)]
         limit: Option<u32>,

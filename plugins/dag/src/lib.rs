@@ -79,7 +79,7 @@ impl Plugin for Dag {
             Command::StoreBatch(batch) => ops::store_batch(batch),
             Command::Insert(cert) => ops::insert(cert),
             Command::InsertMany { certificates } => ops::insert_many(certificates),
-            Command::Commit { leader } => ops::commit(leader),
+            Command::Commit { leader, round } => ops::commit(leader, round),
             Command::Prune { max_certificates } => ops::prune(max_certificates),
         }
     }

@@ -202,13 +202,37 @@ impl InsertContext {
         Ok(self.rules.as_ref().expect("loaded above"))
     }
 
-    fn node(&mut self, digest: &Digest) -> Option<Node> {
-        if let Some(node) = self.nodes.get(digest) {
-            return Some(*node);
+    /// The node of a parent expected in `round`: from the cache, else one
+    /// read; on a miss, searches the other rounds only to tell a parent in
+    /// the wrong round from a missing one.
+    fn parent(&mut self, digest: &Digest, round: u64) -> Result<Node, Error> {
+        if let Some(node) = self.nodes.get(digest)
+            && node.round == round
+        {
+            return Ok(*node);
         }
-        let node = NODES.get(&digest.0)?;
-        self.nodes.insert(*digest, node);
-        Some(node)
+        if let Some(author) = NODES.get(&(round, digest.0)) {
+            let node = Node { round, author };
+            self.nodes.insert(*digest, node);
+            return Ok(node);
+        }
+        Err(match locate(digest, None, &self.meta) {
+            Some(node) => Error::new(
+                "parent-wrong-round",
+                format!(
+                    "parent {digest} is in round {}, but parents of a round-{} certificate must be in round {round}",
+                    node.round,
+                    round + 1
+                ),
+            ),
+            None => Error::new(
+                "missing-parent",
+                format!(
+                    "parent {digest} of this round-{} certificate is not stored",
+                    round + 1
+                ),
+            ),
+        })
     }
 
     /// Validates and stores one certificate. An `Err` is a refusal that
@@ -307,22 +331,7 @@ impl InsertContext {
         } else {
             let mut stake: u64 = 0;
             for p in &parents.0 {
-                let node = self.node(p).ok_or_else(|| {
-                    Error::new(
-                        "missing-parent",
-                        format!("parent {p} of this round-{round} certificate is not stored"),
-                    )
-                })?;
-                if node.round != round - 1 {
-                    return Err(Error::new(
-                        "parent-wrong-round",
-                        format!(
-                            "parent {p} is in round {}, but parents of a round-{round} certificate must be in round {}",
-                            node.round,
-                            round - 1
-                        ),
-                    ));
-                }
+                let node = self.parent(p, round - 1)?;
                 let weight = self
                     .rules()?
                     .stakes
@@ -375,7 +384,7 @@ impl InsertContext {
             round,
             author: author_ix,
         };
-        NODES.put(&computed.0, &node);
+        NODES.put(&(round, computed.0), &author_ix);
         self.nodes.insert(computed, node);
         CERTS.put(
             &(round, author_ix),
@@ -474,11 +483,10 @@ fn record_equivocation(
     }))
 }
 
-pub(crate) fn commit(leader: Digest) -> Result<Response, Error> {
-    let node = NODES
-        .get(&leader.0)
-        .ok_or_else(|| Error::not_found(format!("no certificate {leader} is stored")))?;
+pub(crate) fn commit(leader: Digest, round_hint: Option<u64>) -> Result<Response, Error> {
     let mut meta = meta()?;
+    let node = locate(&leader, round_hint, &meta)
+        .ok_or_else(|| Error::not_found(format!("no certificate {leader} is stored")))?;
     let leader_row = CERTS
         .get(&(node.round, node.author))
         .ok_or_else(|| corrupt(format!("certificate {leader} is indexed but not stored")))?;
@@ -517,10 +525,10 @@ pub(crate) fn commit(leader: Digest) -> Result<Response, Error> {
         let mut level = Vec::new();
         let mut next = BTreeSet::new();
         for d in &frontier {
-            let parent = NODES
-                .get(&d.0)
+            let author = NODES
+                .get(&(round, d.0))
                 .ok_or_else(|| corrupt(format!("parent {d} in round {round} is not stored")))?;
-            let key = (parent.round, parent.author);
+            let key = (round, author);
             let row = CERTS
                 .get(&key)
                 .ok_or_else(|| corrupt(format!("certificate {d} is indexed but not stored")))?;
@@ -607,7 +615,7 @@ pub(crate) fn prune(max_certificates: Option<u64>) -> Result<Response, Error> {
         }
         for (key, row) in &rows {
             CERTS.remove(key);
-            NODES.remove(&row.digest.0);
+            NODES.remove(&(key.0, row.digest.0));
             if let Some(mark) = row.committed {
                 SEQUENCE.remove(&mark.position);
                 checked_dec(&mut meta.committed, 1, "committed")?;

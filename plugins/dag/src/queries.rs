@@ -77,7 +77,9 @@ pub(crate) fn query(request: Query) -> Result<QueryResponse, Error> {
     Ok(match request {
         Query::Committee => QueryResponse::Committee(committee_info()?),
         Query::Metadata => QueryResponse::Metadata(metadata()?),
-        Query::Certificate { digest } => QueryResponse::Certificate(certificate(digest)?),
+        Query::Certificate { digest, round } => {
+            QueryResponse::Certificate(certificate(digest, round)?)
+        }
         Query::ByRound {
             round,
             after,
@@ -92,8 +94,12 @@ pub(crate) fn query(request: Query) -> Result<QueryResponse, Error> {
         Query::Uncommitted { after, limit } => {
             QueryResponse::Uncommitted(uncommitted(after, limit)?)
         }
-        Query::CausalHistory { digest, limit } => {
-            let (certificates, truncated) = causal_history(digest, limit)?;
+        Query::CausalHistory {
+            digest,
+            round,
+            limit,
+        } => {
+            let (certificates, truncated) = causal_history(digest, round, limit)?;
             QueryResponse::History {
                 certificates,
                 truncated,
@@ -160,8 +166,8 @@ fn metadata() -> Result<Metadata, Error> {
     Ok(metadata_of(&meta()?))
 }
 
-fn certificate(digest: Digest) -> Result<Option<Certificate>, Error> {
-    let Some(node) = NODES.get(&digest.0) else {
+fn certificate(digest: Digest, round: Option<u64>) -> Result<Option<Certificate>, Error> {
+    let Some(node) = locate(&digest, round, &meta()?) else {
         return Ok(None);
     };
     let key = (node.round, node.author);
@@ -295,14 +301,17 @@ fn uncommitted(
     Ok(CertificatePage { certificates, next })
 }
 
-fn causal_history(digest: Digest, limit: Option<u32>) -> Result<(Vec<Certificate>, bool), Error> {
+fn causal_history(
+    digest: Digest,
+    round: Option<u64>,
+    limit: Option<u32>,
+) -> Result<(Vec<Certificate>, bool), Error> {
     let committee = committee()?;
     let meta = meta()?;
     let limit = limit
         .unwrap_or(HISTORY_LIMIT_DEFAULT)
         .clamp(1, HISTORY_LIMIT_MAX) as usize;
-    let node = NODES
-        .get(&digest.0)
+    let node = locate(&digest, round, &meta)
         .ok_or_else(|| Error::not_found(format!("no certificate {digest} is stored")))?;
     let mut levels: Vec<Vec<Certificate>> = Vec::new();
     let mut count = 0usize;
@@ -333,10 +342,10 @@ fn causal_history(digest: Digest, limit: Option<u32>) -> Result<(Vec<Certificate
         }
         frontier = BTreeMap::new();
         for d in next {
-            let parent = NODES.get(&d.0).ok_or_else(|| {
+            let author = NODES.get(&(round - 1, d.0)).ok_or_else(|| {
                 corrupt(format!("parent {d} in round {} is not stored", round - 1))
             })?;
-            frontier.insert((parent.round, parent.author), ());
+            frontier.insert((round - 1, author), ());
         }
         if frontier.is_empty() {
             break;
@@ -505,7 +514,7 @@ impl Checker {
                 format!("stored digest {d}, header hashes to {computed}"),
             );
         }
-        if NODES.get(&d.0) != Some(Node { round, author }) {
+        if NODES.get(&(round, d.0)) != Some(author) {
             return at(
                 "index-mismatch",
                 format!("the digest index does not point {d} at round {round}, author {name}"),
@@ -643,8 +652,8 @@ impl Checker {
             })
             .or_else(|| {
                 let (round, leader) = m.last_committed?;
-                let ok = NODES.get(&leader.0).is_some_and(|n| {
-                    n.round == round && CERT_HEADS.get(&(n.round, n.author)).is_some_and(|h| h.committed.is_some())
+                let ok = NODES.get(&(round, leader.0)).is_some_and(|author| {
+                    CERT_HEADS.get(&(round, author)).is_some_and(|h| h.committed.is_some())
                 });
                 (!ok).then(|| {
                     violation(

@@ -9,7 +9,7 @@
 //! | `authors` | name | author index (committee sorted by name) |
 //! | `meta` | `()` | counters and the last commit |
 //! | `certs` | (round, author index) | digest, commit mark, parents, batches, signature |
-//! | `nodes` | digest | (round, author index): parent checks and lookups by digest |
+//! | `nodes` | (round, digest) | author index: parent checks and lookups by digest |
 //! | `sequence` | commit position | (round, author index): the global commit order |
 //! | `commits` | commit number | leader, round, first position, count |
 //! | `batches` | digest | author index, payload |
@@ -163,7 +163,7 @@ pub struct CertHead {
     pub committed: Option<CommitMark>,
 }
 
-/// Where a certificate lives, by digest.
+/// Where a certificate lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Its round.
@@ -228,10 +228,12 @@ pub const META: Table<(), Meta> = Table::new("meta");
 pub const CERTS: Table<(u64, u16), CertRow> = Table::new("certs");
 /// `certs`, decoding only the digest and commit mark.
 pub const CERT_HEADS: Table<(u64, u16), CertHead> = Table::new("certs");
-/// `nodes`: digest → (round, author).
-pub const NODES: Table<[u8; 32], Node> = Table::new("nodes");
+/// `nodes`: (round, digest) → author. Keyed by round first so that
+/// inserts append near each other (a digest-first key would scatter every
+/// insert over the whole index, rewriting most of its pages per commit).
+pub const NODES: Table<(u64, [u8; 32]), u16> = Table::new("nodes");
 /// `nodes`, decoding no value (counting: bincode decodes `()` from zero bytes).
-pub const NODE_KEYS: Table<[u8; 32], ()> = Table::new("nodes");
+pub const NODE_KEYS: Table<(u64, [u8; 32]), ()> = Table::new("nodes");
 /// `sequence`: position → (round, author).
 pub const SEQUENCE: Table<u64, (u64, u16)> = Table::new("sequence");
 /// `sequence`, decoding no value.
@@ -279,6 +281,29 @@ pub fn committee() -> Result<Committee, Error> {
 /// The rules row.
 pub fn rules() -> Result<Rules, Error> {
     RULES.try_get(&())?.ok_or_else(not_configured)
+}
+
+/// Most rounds a lookup by digest alone searches, downwards from the
+/// highest round (one read each); give the round for older certificates.
+pub const LOCATE_ROUNDS_MAX: u64 = 20_000;
+
+/// Finds a certificate by digest: in `round` when given (one read), else
+/// in the retained rounds from the highest down, at most
+/// [`LOCATE_ROUNDS_MAX`] of them.
+pub fn locate(digest: &Digest, round: Option<u64>, meta: &Meta) -> Option<Node> {
+    let find = |round: u64| {
+        NODES
+            .get(&(round, digest.0))
+            .map(|author| Node { round, author })
+    };
+    if let Some(round) = round {
+        return find(round);
+    }
+    let highest = meta.highest_round?;
+    let lowest = meta
+        .pruned_below
+        .max(highest.saturating_sub(LOCATE_ROUNDS_MAX - 1));
+    (lowest..=highest).rev().find_map(find)
 }
 
 /// The index of the author called `name`.

@@ -166,6 +166,15 @@ fn the_json_api_uses_hex_and_refuses_unknown_fields() {
         .query_json(&json!({"certificate": {"digest": "00".repeat(32)}}).to_string())
         .unwrap();
     assert_eq!(missing, Value::Null);
+    // With its round, one read; with a wrong round, not found.
+    let hinted = h
+        .query_json(&json!({"certificate": {"digest": genesis.to_hex(), "round": 0}}).to_string())
+        .unwrap();
+    assert_eq!(hinted, cert);
+    let wrong = h
+        .query_json(&json!({"certificate": {"digest": genesis.to_hex(), "round": 1}}).to_string())
+        .unwrap();
+    assert_eq!(wrong, Value::Null);
     let batch = h
         .query_json(&json!({"batch": {"digest": batch_digest}}).to_string())
         .unwrap();
@@ -205,7 +214,12 @@ fn grows_commits_in_order_and_answers_queries() {
 
     // Commit a round-2 leader: rounds 0 and 1 entirely, then the leader.
     let leader = dag[2][1];
-    let r = d.command(&Command::Commit { leader }).unwrap();
+    let r = d
+        .command(&Command::Commit {
+            leader,
+            round: None,
+        })
+        .unwrap();
     assert_eq!(Ok(r.clone()), m.commit(leader));
     let Response::Committed(report) = r else {
         panic!()
@@ -237,22 +251,33 @@ fn grows_commits_in_order_and_answers_queries() {
 
     // Never twice; never backwards.
     assert_eq!(
-        d.command(&Command::Commit { leader }).unwrap_err(),
-        "already-committed"
-    );
-    assert_eq!(
-        d.command(&Command::Commit { leader: dag[2][0] })
-            .unwrap_err(),
-        "stale-leader"
-    );
-    assert_eq!(
-        d.command(&Command::Commit { leader: dag[1][0] })
-            .unwrap_err(),
+        d.command(&Command::Commit {
+            leader,
+            round: None
+        })
+        .unwrap_err(),
         "already-committed"
     );
     assert_eq!(
         d.command(&Command::Commit {
-            leader: Digest([9; 32])
+            leader: dag[2][0],
+            round: None
+        })
+        .unwrap_err(),
+        "stale-leader"
+    );
+    assert_eq!(
+        d.command(&Command::Commit {
+            leader: dag[1][0],
+            round: None
+        })
+        .unwrap_err(),
+        "already-committed"
+    );
+    assert_eq!(
+        d.command(&Command::Commit {
+            leader: Digest([9; 32]),
+            round: None,
         })
         .unwrap_err(),
         "not-found"
@@ -260,7 +285,12 @@ fn grows_commits_in_order_and_answers_queries() {
 
     // The next leader commits only what is new: the rest of round 2, round 3, itself.
     let leader = dag[4][3];
-    let r = d.command(&Command::Commit { leader }).unwrap();
+    let r = d
+        .command(&Command::Commit {
+            leader,
+            round: None,
+        })
+        .unwrap();
     assert_eq!(Ok(r.clone()), m.commit(leader));
     let Response::Committed(report) = r else {
         panic!()
@@ -272,6 +302,7 @@ fn grows_commits_in_order_and_answers_queries() {
     // Causal history of a round-2 certificate: 4 + 4 + itself, by round then author.
     let history = d.query(&Query::CausalHistory {
         digest: dag[2][0],
+        round: None,
         limit: None,
     });
     assert_eq!(history["truncated"], json!(false));
@@ -284,6 +315,7 @@ fn grows_commits_in_order_and_answers_queries() {
     assert_eq!(rounds, [0, 0, 0, 0, 1, 1, 1, 1, 2]);
     let cut = d.query(&Query::CausalHistory {
         digest: dag[5][0],
+        round: None,
         limit: Some(6),
     });
     assert_eq!(cut["truncated"], json!(true));
@@ -426,6 +458,7 @@ fn equivocation_is_refused_but_recorded_as_evidence() {
     assert_eq!(meta(&mut d).certificates, 12);
     let stored = d.query(&Query::Certificate {
         digest: report.conflicting,
+        round: None,
     });
     assert_eq!(stored, Value::Null);
     let evidence = d.query(&Query::Evidence {
@@ -580,7 +613,13 @@ fn pruning_removes_old_committed_rounds_with_their_batches() {
     );
     assert_eq!(meta(&mut d).pruned_certificates, 0);
     let leader = dag[5][0];
-    assert_eq!(d.command(&Command::Commit { leader }), m.commit(leader));
+    assert_eq!(
+        d.command(&Command::Commit {
+            leader,
+            round: None
+        }),
+        m.commit(leader)
+    );
     // Depth 2 below round 5: rounds 0..=2 go, with budget 5 one round (4) at a time.
     let r = d
         .command(&Command::Prune {
@@ -612,7 +651,10 @@ fn pruning_removes_old_committed_rounds_with_their_batches() {
         (12, 4, 0, 20)
     );
     assert_eq!(
-        d.query(&Query::Certificate { digest: dag[0][0] }),
+        d.query(&Query::Certificate {
+            digest: dag[0][0],
+            round: None
+        }),
         Value::Null
     );
     // Round 3 is the floor: its parents are gone, so a new round-3 certificate cannot be checked.
@@ -626,7 +668,13 @@ fn pruning_removes_old_committed_rounds_with_their_batches() {
     let cert = m.make(8, 0, dag[7].clone(), vec![], 0);
     assert_eq!(d.command(&Command::Insert(cert.clone())), m.insert(&cert));
     let leader = cert.digest.unwrap();
-    assert_eq!(d.command(&Command::Commit { leader }), m.commit(leader));
+    assert_eq!(
+        d.command(&Command::Commit {
+            leader,
+            round: None
+        }),
+        m.commit(leader)
+    );
     assert_same(&mut d, &m);
 }
 
@@ -637,9 +685,9 @@ fn the_check_reports_the_first_violation() {
         (
             "missing-parent",
             Box::new(|dag: &[Vec<Digest>]| {
-                let node = NODES.get(&dag[1][2].0).unwrap();
-                CERTS.remove(&(node.round, node.author));
-                NODES.remove(&dag[1][2].0);
+                let author = NODES.get(&(1, dag[1][2].0)).unwrap();
+                CERTS.remove(&(1, author));
+                NODES.remove(&(1, dag[1][2].0));
                 let mut m = store::META.get(&()).unwrap();
                 m.certificates -= 1;
                 store::META.put(&(), &m);
@@ -667,13 +715,7 @@ fn the_check_reports_the_first_violation() {
         (
             "index-mismatch",
             Box::new(|dag: &[Vec<Digest>]| {
-                NODES.put(
-                    &dag[2][2].0,
-                    &store::Node {
-                        round: 2,
-                        author: 0,
-                    },
-                );
+                NODES.put(&(2, dag[2][2].0), &0);
             }),
         ),
         (
@@ -690,7 +732,11 @@ fn the_check_reports_the_first_violation() {
         let mut d = Native::new(&m);
         let dag = full_dag(&mut d, &mut m, 5);
         let leader = dag[2][3];
-        d.command(&Command::Commit { leader }).unwrap();
+        d.command(&Command::Commit {
+            leader,
+            round: None,
+        })
+        .unwrap();
         assert!(check(&mut d).ok);
         corrupt(&dag);
         for page in [None, Some(3)] {

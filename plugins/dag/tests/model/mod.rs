@@ -662,9 +662,18 @@ pub fn apply(driver: &mut dyn Driver, model: &mut Model, step: &Step, sig: u64) 
             // Prefer low rounds so that several commits happen.
             let leader = candidates[(pick as usize % candidates.len()) / 2];
             let want = model.commit(leader);
-            assert_eq!(driver.command(&Command::Commit { leader }), want, "commit");
+            // Half the time with the leader's round, half searching for it.
+            let round = (pick % 2 == 0).then(|| model.by_digest[&leader].0);
+            assert_eq!(
+                driver.command(&Command::Commit { leader, round }),
+                want,
+                "commit"
+            );
             // Committing the same leader again is refused.
-            let again = driver.command(&Command::Commit { leader });
+            let again = driver.command(&Command::Commit {
+                leader,
+                round: None,
+            });
             assert_eq!(again.err().as_deref(), Some("already-committed"));
         }
         Step::Prune { budget } => {
@@ -788,7 +797,7 @@ impl Model {
                     })
                     .collect(),
             }),
-            Command::Commit { leader } => self.commit(*leader),
+            Command::Commit { leader, .. } => self.commit(*leader),
             Command::Prune { max_certificates } => Ok(self.prune(*max_certificates)),
         }
     }
@@ -856,7 +865,14 @@ pub fn script(n: usize, rounds: u64, prune_depth: u64) -> (Model, Vec<(Command, 
         }
         if round >= 2 && round % 2 == 0 {
             let leader = model.certs[&(round, round as usize % n)].digest;
-            push(&mut model, &mut out, Command::Commit { leader });
+            push(
+                &mut model,
+                &mut out,
+                Command::Commit {
+                    leader,
+                    round: None,
+                },
+            );
         }
         if round % 8 == 7 {
             push(
