@@ -544,3 +544,52 @@ proptest! {
         prop_assert!(t.verify_replay().iter().all(|v| v.ok()));
     }
 }
+
+/// A sweep through thousands of resting orders, each from a different user
+/// (the most expensive shape), stays inside the host's per-call fuel; one
+/// resting order more than the engine's cap is refused with a clear error
+/// and changes nothing — never a trap.
+#[test]
+fn deep_sweeps_succeed_or_are_refused_cleanly() {
+    use keel_plugin_spot::api::{OrderKind, Place, Side, Transfer};
+    use keel_plugin_spot::engine::MATCHES_PER_ORDER_MAX;
+    let t = spot_host();
+    let makers = MATCHES_PER_ORDER_MAX as u64 + 1;
+    let mut cmds = streams::setup();
+    cmds.push(Command::Deposit(Transfer {
+        user: 1,
+        asset: "USD".into(),
+        amount: 1 << 40,
+    }));
+    for i in 0..makers {
+        let user = 100 + i;
+        cmds.push(Command::Deposit(Transfer {
+            user,
+            asset: "AAA".into(),
+            amount: 1,
+        }));
+        cmds.push(Command::Place(Place {
+            user,
+            market: 1,
+            side: Side::Sell,
+            kind: OrderKind::Limit,
+            price: Some(20 + i % 7),
+            qty: 1,
+        }));
+    }
+    run_pipelined(&t, &cmds);
+    let hash = t.state_hash("spot");
+    let too_many =
+        json!({"place": {"user": 1, "market": 1, "side": "buy", "kind": "market", "qty": makers}});
+    let err = t.call("spot", too_many).unwrap_err();
+    assert_eq!(err.code(), "too-many-matches", "{err}");
+    assert_eq!(t.state_hash("spot"), hash);
+    let sweep = json!({"place": {"user": 1, "market": 1, "side": "buy", "kind": "market", "qty": makers - 1}});
+    let placed = t.call("spot", sweep).unwrap();
+    assert_eq!(placed["filled"], json!(makers - 1));
+    let book: BookDump =
+        serde_json::from_value(t.query("spot", json!({"book": {"market": 1}})).unwrap()).unwrap();
+    assert_eq!(book.asks.iter().map(|q| q.orders.len()).sum::<usize>(), 1);
+    let audit: Audit = serde_json::from_value(t.query("spot", json!("audit")).unwrap()).unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+}

@@ -4,6 +4,8 @@
 //! after, its writes: an `Err` discards every write of the command (the
 //! host's atomicity), so a refusal never changes anything.
 
+use std::collections::BTreeMap;
+
 use keel_guest::{Direction, Error};
 
 use crate::api::{
@@ -18,6 +20,11 @@ use crate::store::{
 /// Book entries fetched per host call while matching. Most incoming orders
 /// look at one or two resting orders; a sweep fetches more chunks.
 const MATCH_SCAN_CHUNK_ENTRIES: u32 = 4;
+/// Most resting orders one incoming order may meet (fill or cancel by
+/// self-trade prevention): keeps every command well inside the host's
+/// per-call fuel budget, so a sweep through a deep book is refused with
+/// `too-many-matches` rather than running out of fuel.
+pub const MATCHES_PER_ORDER_MAX: usize = 5000;
 /// Longest asset name, in bytes.
 pub const ASSET_NAME_BYTES_MAX: usize = 32;
 
@@ -60,23 +67,18 @@ pub fn load_market(market: u32) -> Result<Market, Error> {
     })
 }
 
-/// The wallets one command touches, read once and written once at the end.
+/// The wallets one command touches, read once and written once at the end
+/// (in user order).
 #[derive(Default)]
 struct Funds {
-    rows: Vec<(u64, Wallet)>,
+    rows: BTreeMap<u64, Wallet>,
 }
 
 impl Funds {
     fn wallet(&mut self, user: u64) -> &mut Wallet {
-        let i = match self.rows.iter().position(|r| r.0 == user) {
-            Some(i) => i,
-            None => {
-                self.rows
-                    .push((user, WALLETS.get(&user).unwrap_or_default()));
-                self.rows.len() - 1
-            }
-        };
-        &mut self.rows[i].1
+        self.rows
+            .entry(user)
+            .or_insert_with(|| WALLETS.get(&user).unwrap_or_default())
     }
 
     fn entry(&mut self, user: u64, asset: &str) -> &mut Balance {
@@ -373,7 +375,9 @@ pub fn place(p: Place) -> Result<Placed, Error> {
     let mut fills: Vec<Fill> = Vec::new();
     let mut self_trade_canceled = Vec::new();
     // Each maker user met so far, with its previous trade batch.
-    let mut makers: Vec<(u64, Option<crate::store::BatchRef>)> = Vec::new();
+    let mut makers: BTreeMap<u64, Option<crate::store::BatchRef>> = BTreeMap::new();
+    // Resting orders met (filled or canceled by self-trade prevention).
+    let mut matched = 0usize;
     // What the taker pays and receives for its fills.
     let mut spent: u128 = 0;
     let mut received: u128 = 0;
@@ -391,6 +395,15 @@ pub fn place(p: Place) -> Result<Placed, Error> {
         if !crosses(price) {
             break;
         }
+        if matched == MATCHES_PER_ORDER_MAX {
+            return Err(Error::new(
+                "too-many-matches",
+                format!(
+                    "the order would meet more than {MATCHES_PER_ORDER_MAX} resting orders; split it into smaller orders"
+                ),
+            ));
+        }
+        matched += 1;
         if rest.user == user {
             // Self-trade prevention: the resting order is canceled.
             cancel_resting(
@@ -424,15 +437,9 @@ pub fn place(p: Place) -> Result<Placed, Error> {
         let index = u32::try_from(fills.len()).map_err(|_| overflow("fill count"))?;
         rest.maker_fills.push((id, index));
         // Link this batch into the maker's list of fills (once per maker).
-        let maker_prev = match makers.iter().find(|(u, _)| *u == rest.user) {
-            Some((_, prev)) => *prev,
-            None => {
-                let wallet = funds.wallet(rest.user);
-                let prev = wallet.last_batch.replace((market_id, id));
-                makers.push((rest.user, prev));
-                prev
-            }
-        };
+        let maker_prev = *makers
+            .entry(rest.user)
+            .or_insert_with(|| funds.wallet(rest.user).last_batch.replace((market_id, id)));
         fills.push(Fill {
             maker_order: maker_id,
             maker_user: rest.user,
@@ -481,22 +488,28 @@ pub fn place(p: Place) -> Result<Placed, Error> {
     let need = spent
         .checked_add(freeze)
         .ok_or_else(|| overflow("order cost"))?;
-    let b = funds.entry(user, spend_asset);
-    if b.available < need {
-        return Err(Error::new(
-            "insufficient-balance",
-            format!(
-                "user {user} has {} {spend_asset} available, the order needs {need} ({spent} to trade, {freeze} to rest)",
-                b.available
-            ),
-        ));
+    // An order that neither trades nor rests (an IOC meeting nothing)
+    // leaves the taker's funds untouched.
+    if need > 0 {
+        let b = funds.entry(user, spend_asset);
+        if b.available < need {
+            return Err(Error::new(
+                "insufficient-balance",
+                format!(
+                    "user {user} has {} {spend_asset} available, the order needs {need} ({spent} to trade, {freeze} to rest)",
+                    b.available
+                ),
+            ));
+        }
+        b.available -= need;
+        b.frozen = b
+            .frozen
+            .checked_add(freeze)
+            .ok_or_else(|| overflow("frozen balance"))?;
     }
-    b.available -= need;
-    b.frozen = b
-        .frozen
-        .checked_add(freeze)
-        .ok_or_else(|| overflow("frozen balance"))?;
-    funds.credit(user, receive_asset, received)?;
+    if received > 0 {
+        funds.credit(user, receive_asset, received)?;
+    }
 
     let (state, status) = if rests {
         (
@@ -647,6 +660,11 @@ pub fn cancel_all(c: CancelAll) -> Result<Canceled, Error> {
         .filter(|o| o.market == c.market)
         .copied()
         .collect();
+    if open.is_empty() {
+        return Ok(Canceled {
+            canceled: Vec::new(),
+        }); // nothing to write
+    }
     let mut canceled = Vec::with_capacity(open.len());
     for r in open {
         let rest = BOOK

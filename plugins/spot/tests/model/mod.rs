@@ -257,6 +257,7 @@ impl Model {
         let mut stp = Vec::new();
         let mut spent: u128 = 0;
         let mut received: u128 = 0;
+        let mut matched = 0;
         loop {
             if remaining == 0 {
                 break;
@@ -272,6 +273,10 @@ impl Model {
             if !acceptable(r.price) {
                 break;
             }
+            if matched == 5000 {
+                return err("too-many-matches");
+            }
+            matched += 1;
             if r.user == p.user {
                 self.cancel_resting(p.market, opp, r.id);
                 stp.push(r.id);
