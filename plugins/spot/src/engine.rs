@@ -376,8 +376,6 @@ pub fn place(p: Place) -> Result<Placed, Error> {
     let mut self_trade_canceled = Vec::new();
     // Each maker user met so far, with its previous trade batch.
     let mut makers: BTreeMap<u64, Option<crate::store::BatchRef>> = BTreeMap::new();
-    // Resting orders met (filled or canceled by self-trade prevention).
-    let mut matched = 0usize;
     // What the taker pays and receives for its fills.
     let mut spent: u128 = 0;
     let mut received: u128 = 0;
@@ -387,7 +385,9 @@ pub fn place(p: Place) -> Result<Placed, Error> {
         BOOK.prefix(&prefix, Direction::Forward)
             .with_chunk(MATCH_SCAN_CHUNK_ENTRIES)
     });
-    for ((_, _, pk, maker_id), mut rest) in scan.into_iter().flatten() {
+    // `matched`: resting orders met so far (filled or canceled by self-trade
+    // prevention); every entry that does not end the loop is one of them.
+    for (matched, ((_, _, pk, maker_id), mut rest)) in scan.into_iter().flatten().enumerate() {
         if remaining == 0 {
             break;
         }
@@ -403,7 +403,6 @@ pub fn place(p: Place) -> Result<Placed, Error> {
                 ),
             ));
         }
-        matched += 1;
         if rest.user == user {
             // Self-trade prevention: the resting order is canceled.
             cancel_resting(
