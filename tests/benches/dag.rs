@@ -34,7 +34,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use keel_guest::testing::Harness;
-use keel_plugin_dag::api::{CheckReport, ManyResult, Metadata};
+use keel_plugin_dag::api::{CheckReport, Metadata};
 use keel_plugin_dag::{
     Bytes, Command, Dag, Digest, DigestList, NewCertificate, Query, Response, certificate_digest,
     quorum_for,
@@ -110,10 +110,11 @@ fn commands(certs: &[NewCertificate], per_command: usize) -> Vec<Vec<u8>> {
 fn all_inserted(answer: &[u8]) {
     match serde_json::from_slice(answer).expect("a dag answer") {
         Response::Inserted(_) => {}
-        Response::InsertedMany { results } => {
-            for r in results {
-                assert!(matches!(r, ManyResult::Inserted(_)), "refused: {r:?}");
-            }
+        Response::InsertedMany(report) => {
+            assert!(
+                report.refused.is_empty() && report.equivocations.is_empty(),
+                "refused: {report:?}"
+            );
         }
         other => panic!("unexpected answer {other:?}"),
     }

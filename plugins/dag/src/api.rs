@@ -173,40 +173,47 @@ pub struct PruneReport {
     pub done: bool,
 }
 
-/// The answer for one certificate of `insert_many`.
+/// A certificate of `insert_many` that was refused; nothing was written
+/// for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ManyResult {
-    /// Stored.
-    Inserted(Inserted),
-    /// Refused as an equivocation; evidence recorded.
-    Equivocation(EquivocationReport),
-    /// Refused; nothing was written for it.
-    Refused(keel_guest::Error),
+pub struct Refusal {
+    /// Its position in the command's list (0-based).
+    pub index: u32,
+    /// Why, as `insert` would have answered it.
+    pub code: String,
+    /// What to do about it.
+    pub message: String,
 }
 
-impl From<Response> for ManyResult {
-    fn from(r: Response) -> Self {
-        match r {
-            Response::Inserted(i) => ManyResult::Inserted(i),
-            Response::Equivocation(e) => ManyResult::Equivocation(e),
-            other => ManyResult::Refused(keel_guest::Error::new(
-                "internal",
-                format!("unexpected answer {other:?} to an insert"),
-            )),
-        }
-    }
+/// A certificate of `insert_many` refused as an equivocation (evidence
+/// recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedEquivocation {
+    /// Its position in the command's list (0-based).
+    pub index: u32,
+    /// The evidence.
+    pub report: EquivocationReport,
+}
+
+/// What `insert_many` answers: only the exceptions are listed, so that the
+/// answer (which the host journals) stays small; every certificate not
+/// listed was inserted, with the digest the client computed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ManyReport {
+    /// Certificates inserted.
+    pub inserted: u32,
+    /// Certificates refused, in order.
+    pub refused: Vec<Refusal>,
+    /// Certificates refused as equivocations, in order.
+    pub equivocations: Vec<IndexedEquivocation>,
 }
 
 /// What a command answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    /// `{"inserted_many": {"results": [{"inserted": ..} | {"equivocation": ..} | {"refused": {"code", "message"}}]}}`
-    InsertedMany {
-        /// One answer per certificate, in order.
-        results: Vec<ManyResult>,
-    },
+    /// `{"inserted_many": {"inserted": 49, "refused": [{"index", "code", "message"}], "equivocations": [{"index", "report"}]}}`
+    InsertedMany(ManyReport),
     /// `{"batch_stored": {..}}`
     BatchStored(BatchStored),
     /// `{"inserted": {"digest": .., "round": ..}}`

@@ -24,11 +24,12 @@
 //!   "conflicting", "first_report"}}` because it records the evidence, and a
 //!   failed command keeps no writes. Clients must check which variant came
 //!   back.
-//! - `{"insert_many": {"certificates": [..]}}` → `{"inserted_many": {"results": [..]}}`:
-//!   the same, for many certificates in one command (a round, a sync
-//!   batch): each one is inserted, refused (`{"refused": {"code",
-//!   "message"}}`, nothing written for it) or reported as an equivocation,
-//!   in order. One command amortises the host's per-command cost and reads
+//! - `{"insert_many": {"certificates": [..]}}` → `{"inserted_many": {"inserted": 49,
+//!   "refused": [{"index", "code", "message"}], "equivocations": [{"index", "report"}]}}`:
+//!   the same, for up to 1024 certificates in one command (a round, a sync
+//!   batch), in order (later ones may name earlier ones as parents): each is
+//!   inserted, refused (nothing written for it) or reported as an
+//!   equivocation; only the exceptions are listed. One command amortises the host's per-command cost and reads
 //!   parents shared by several certificates once.
 //! - `{"commit": {"leader": ".."}}` → `{"committed": {"commit", "leader", "round", "certificates": [{"position", "round", "author", "digest"}]}}`:
 //!   the leader's uncommitted causal history in execution order (round,

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use keel_guest::Error;
 
 use crate::api::{
-    BatchStored, CommitReport, CommittedCertificate, Config, EquivocationReport, Inserted,
-    ManyResult, NewBatch, NewCertificate, PruneReport, Response,
+    BatchStored, CommitReport, CommittedCertificate, Config, EquivocationReport,
+    IndexedEquivocation, Inserted, ManyReport, NewBatch, NewCertificate, PruneReport, Refusal,
+    Response,
 };
 use crate::codec::{Digest, DigestList};
 use crate::hash::{batch_digest, certificate_digest_sorted};
@@ -424,15 +425,22 @@ pub(crate) fn insert_many(certificates: Vec<NewCertificate>) -> Result<Response,
         ));
     }
     let mut ctx = InsertContext::load()?;
-    let mut results = Vec::with_capacity(certificates.len());
-    for cert in certificates {
-        results.push(match ctx.insert(cert) {
-            Ok(response) => ManyResult::from(response),
-            Err(e) => ManyResult::Refused(e),
-        });
+    let mut report = ManyReport::default();
+    for (index, cert) in (0u32..).zip(certificates) {
+        match ctx.insert(cert) {
+            Ok(Response::Equivocation(e)) => report
+                .equivocations
+                .push(IndexedEquivocation { index, report: e }),
+            Ok(_) => report.inserted += 1,
+            Err(e) => report.refused.push(Refusal {
+                index,
+                code: e.code,
+                message: e.message,
+            }),
+        }
     }
     ctx.finish();
-    Ok(Response::InsertedMany { results })
+    Ok(Response::InsertedMany(report))
 }
 
 struct Equivocation {

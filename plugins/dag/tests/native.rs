@@ -802,3 +802,55 @@ fn the_scripted_workload_runs_as_the_model_expects() {
     assert!(m.pruned_below > 0 && m.commits > 10 && !m.batches.is_empty());
     assert_same(&mut d, &m);
 }
+
+#[test]
+fn insert_many_answers_each_certificate_and_lists_only_exceptions() {
+    let mut m = Model::equal(4, 50);
+    let mut d = Native::new(&m);
+    let genesis: Vec<NewCertificate> = (0..4)
+        .map(|a| m.make(0, a, vec![], vec![], a as u64))
+        .collect();
+    let digests: Vec<Digest> = genesis.iter().map(|c| c.digest.unwrap()).collect();
+    let mut certificates = genesis.clone();
+    // Round 1 in the same command, over round-0 certificates inserted just before.
+    certificates.push(m.make(1, 0, digests[..3].to_vec(), vec![], 9));
+    // A refusal (short quorum) and an equivocation (another round-0 header by v01).
+    certificates.push(m.make(1, 1, digests[..2].to_vec(), vec![], 9));
+    certificates.push(m.make(0, 1, vec![], vec![Digest([4; 32])], 9));
+    let command = Command::InsertMany { certificates };
+    let want = m.apply_command(&command);
+    let before = meta(&mut d);
+    let got = d.command(&command);
+    assert_eq!(model::normalize(got.clone()), model::normalize(want));
+    let Ok(Response::InsertedMany(report)) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(report.inserted, 5);
+    assert_eq!(
+        (report.refused[0].index, report.refused[0].code.as_str()),
+        (5, "short-quorum")
+    );
+    assert!(
+        report.refused[0].message.contains("quorum"),
+        "{}",
+        report.refused[0].message
+    );
+    assert_eq!(report.equivocations[0].index, 6);
+    assert_eq!(report.equivocations[0].report.existing, digests[1]);
+    let after = meta(&mut d);
+    assert_eq!(
+        (after.certificates, after.evidence),
+        (before.certificates + 5, 1)
+    );
+    let json = d.0.handle_json(
+        &serde_json::to_string(&Command::InsertMany {
+            certificates: vec![],
+        })
+        .unwrap(),
+    );
+    assert_eq!(
+        json.unwrap(),
+        json!({"inserted_many": {"inserted": 0, "refused": [], "equivocations": []}})
+    );
+    assert_same(&mut d, &m);
+}

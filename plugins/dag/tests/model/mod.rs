@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use keel_plugin_dag::api::{
     Certificate, CertificatePage, CheckReport, CommitMark, CommitReport, CommittedCertificate,
-    Inserted, ManyResult, Metadata, PruneReport,
+    IndexedEquivocation, Inserted, ManyReport, Metadata, PruneReport, Refusal,
 };
 use keel_plugin_dag::store;
 use keel_plugin_dag::{
@@ -22,17 +22,12 @@ use serde_json::Value;
 /// Blanks the messages of per-certificate refusals (the model knows codes only).
 pub fn normalize(r: Result<Response, String>) -> Result<Response, String> {
     r.map(|response| match response {
-        Response::InsertedMany { results } => Response::InsertedMany {
-            results: results
-                .into_iter()
-                .map(|m| match m {
-                    ManyResult::Refused(e) => {
-                        ManyResult::Refused(keel_guest::Error::new(e.code, ""))
-                    }
-                    other => other,
-                })
-                .collect(),
-        },
+        Response::InsertedMany(mut report) => {
+            for r in &mut report.refused {
+                r.message.clear();
+            }
+            Response::InsertedMany(report)
+        }
         other => other,
     })
 }
@@ -788,15 +783,23 @@ impl Model {
                 }))
             }
             Command::Insert(c) => self.insert(c),
-            Command::InsertMany { certificates } => Ok(Response::InsertedMany {
-                results: certificates
-                    .iter()
-                    .map(|c| match self.insert(c) {
-                        Ok(r) => ManyResult::from(r),
-                        Err(code) => ManyResult::Refused(keel_guest::Error::new(code, "")),
-                    })
-                    .collect(),
-            }),
+            Command::InsertMany { certificates } => {
+                let mut report = ManyReport::default();
+                for (index, c) in (0u32..).zip(certificates) {
+                    match self.insert(c) {
+                        Ok(Response::Equivocation(e)) => report
+                            .equivocations
+                            .push(IndexedEquivocation { index, report: e }),
+                        Ok(_) => report.inserted += 1,
+                        Err(code) => report.refused.push(Refusal {
+                            index,
+                            code,
+                            message: String::new(),
+                        }),
+                    }
+                }
+                Ok(Response::InsertedMany(report))
+            }
             Command::Commit { leader, .. } => self.commit(*leader),
             Command::Prune { max_certificates } => Ok(self.prune(*max_certificates)),
         }
