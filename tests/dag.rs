@@ -156,8 +156,13 @@ fn crash_with_commands_in_flight_keeps_exactly_the_acknowledged_dag() {
 
     // The DAG keeps growing from where it stands, and the journal replays to it.
     let mut m = m;
-    for (command, want) in &script[applied..] {
-        assert_eq!(h.command(command).as_ref(), Ok(want));
+    for (rx, (command, want)) in submit(&h, applied, script.len())
+        .into_iter()
+        .zip(&script[applied..])
+    {
+        let receipt = rx.blocking_recv().unwrap().unwrap();
+        let got: Response = serde_json::from_slice(&receipt.response).unwrap();
+        assert_eq!(&got, want);
         m.apply_command(command).unwrap();
     }
     h.restart(true);

@@ -322,6 +322,7 @@ impl InsertContext {
                 },
             );
         }
+        let mut parent_authors = Vec::with_capacity(parents.0.len());
         if round == 0 {
             if !parents.0.is_empty() {
                 return Err(Error::new(
@@ -344,7 +345,9 @@ impl InsertContext {
                         ))
                     })?;
                 stake = stake.saturating_add(weight);
+                parent_authors.push(node.author);
             }
+            parent_authors.sort_unstable();
             let quorum = self.rules()?.quorum;
             if stake < quorum {
                 return Err(Error::new(
@@ -392,7 +395,7 @@ impl InsertContext {
             &CertRow {
                 digest: computed,
                 committed: None,
-                parents,
+                parents: Parents::Authors(parent_authors),
                 batches,
                 signature,
             },
@@ -491,6 +494,15 @@ fn record_equivocation(
     }))
 }
 
+/// The author indices of stored parents; none for explicit digests (the
+/// lowest retained round, whose parents are pruned).
+pub(crate) fn parent_authors(parents: &Parents) -> BTreeSet<u16> {
+    match parents {
+        Parents::Authors(a) => a.iter().copied().collect(),
+        Parents::Digests(_) => BTreeSet::new(),
+    }
+}
+
 pub(crate) fn commit(leader: Digest, round_hint: Option<u64>) -> Result<Response, Error> {
     let mut meta = meta()?;
     let node = locate(&leader, round_hint, &meta)
@@ -525,25 +537,24 @@ pub(crate) fn commit(leader: Digest, round_hint: Option<u64>) -> Result<Response
     let mut levels: Vec<Vec<((u64, u16), CertRow)>> = Vec::new();
     let mut count = 1usize;
     let mut total_weight = leader_row.weight();
-    let mut frontier: BTreeSet<Digest> = leader_row.parents.0.iter().copied().collect();
+    let mut frontier = parent_authors(&leader_row.parents);
     levels.push(vec![((node.round, node.author), leader_row)]);
     let mut round = node.round;
     while !frontier.is_empty() && round > meta.pruned_below {
         round -= 1;
         let mut level = Vec::new();
         let mut next = BTreeSet::new();
-        for d in &frontier {
-            let author = NODES
-                .get(&(round, d.0))
-                .ok_or_else(|| corrupt(format!("parent {d} in round {round} is not stored")))?;
+        for &author in &frontier {
             let key = (round, author);
-            let row = CERTS
-                .get(&key)
-                .ok_or_else(|| corrupt(format!("certificate {d} is indexed but not stored")))?;
+            let row = CERTS.get(&key).ok_or_else(|| {
+                corrupt(format!(
+                    "a parent in round {round} by author {author} is not stored"
+                ))
+            })?;
             if row.committed.is_some() {
                 continue;
             }
-            next.extend(row.parents.0.iter().copied());
+            next.extend(parent_authors(&row.parents));
             total_weight += row.weight();
             level.push((key, row));
         }
@@ -612,18 +623,28 @@ pub(crate) fn prune(max_certificates: Option<u64>) -> Result<Response, Error> {
     let target = meta
         .last_committed
         .map_or(0, |(round, _)| round.saturating_sub(depth));
-    let (mut certificates, mut batches) = (0u64, 0u64);
+    let (mut certificates, mut batches, mut removed_weight) = (0u64, 0u64, 0u64);
     let mut round = meta.pruned_below;
+    // Digests by author of the last round removed: the new lowest round's
+    // parents, written out explicitly once they are gone.
+    let mut last_removed: BTreeMap<u16, Digest> = BTreeMap::new();
     while round < target {
         let rows: Vec<((u64, u16), CertRow)> = CERTS
             .prefix(&(round,), keel_guest::Direction::Forward)
             .collect();
-        if certificates > 0 && certificates + rows.len() as u64 > budget {
+        let round_weight: u64 = rows.iter().map(|(_, r)| r.weight()).sum();
+        if certificates > 0
+            && (certificates + rows.len() as u64 > budget
+                || removed_weight + round_weight > PRUNE_WEIGHT_MAX)
+        {
             break;
         }
+        removed_weight += round_weight;
+        last_removed.clear();
         for (key, row) in &rows {
             CERTS.remove(key);
             NODES.remove(&(key.0, row.digest.0));
+            last_removed.insert(key.1, row.digest);
             if let Some(mark) = row.committed {
                 SEQUENCE.remove(&mark.position);
                 checked_dec(&mut meta.committed, 1, "committed")?;
@@ -638,6 +659,30 @@ pub(crate) fn prune(max_certificates: Option<u64>) -> Result<Response, Error> {
         }
         certificates += rows.len() as u64;
         round += 1;
+    }
+    if round > meta.pruned_below {
+        // The new lowest round keeps its parents as digests.
+        let rows: Vec<((u64, u16), CertRow)> = CERTS
+            .prefix(&(round,), keel_guest::Direction::Forward)
+            .collect();
+        for (key, mut row) in rows {
+            if let Parents::Authors(authors) = &row.parents {
+                let mut digests = authors
+                    .iter()
+                    .map(|a| {
+                        last_removed.get(a).copied().ok_or_else(|| {
+                            corrupt(format!(
+                                "parent of round {} by author {a} is not stored",
+                                key.0
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                digests.sort_unstable();
+                row.parents = Parents::Digests(DigestList(digests));
+                CERTS.put(&key, &row);
+            }
+        }
     }
     checked_dec(&mut meta.certificates, certificates, "certificate")?;
     checked_dec(&mut meta.batches, batches, "batch")?;

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use keel_guest::{Direction, Error};
 
 use crate::api::*;
-use crate::codec::Digest;
+use crate::codec::{Digest, DigestList};
 use crate::hash::certificate_digest_sorted;
 use crate::store::*;
 
@@ -57,16 +57,37 @@ impl Page {
     }
 }
 
+/// Turns stored rows into answers: author names, parent digests.
+struct Answers {
+    committee: Committee,
+    parents: ParentDigests,
+}
+
+impl Answers {
+    fn load() -> Result<Self, Error> {
+        Ok(Self {
+            committee: committee()?,
+            parents: ParentDigests::default(),
+        })
+    }
+
+    fn certificate(&mut self, key: (u64, u16), row: CertRow) -> Result<Certificate, Error> {
+        let parents = self.parents.resolve(key.0, &row.parents)?;
+        to_certificate(&self.committee, key, row, parents)
+    }
+}
+
 fn to_certificate(
     committee: &Committee,
     key: (u64, u16),
     row: CertRow,
+    parents: Vec<Digest>,
 ) -> Result<Certificate, Error> {
     Ok(Certificate {
         digest: row.digest,
         round: key.0,
         author: committee.name(key.1)?.to_owned(),
-        parents: row.parents,
+        parents: DigestList(parents),
         batches: row.batches,
         signature: row.signature,
         committed: row.committed,
@@ -174,7 +195,7 @@ fn certificate(digest: Digest, round: Option<u64>) -> Result<Option<Certificate>
     let row = CERTS
         .get(&key)
         .ok_or_else(|| corrupt(format!("certificate {digest} is indexed but not stored")))?;
-    Ok(Some(to_certificate(&committee()?, key, row)?))
+    Ok(Some(Answers::load()?.certificate(key, row)?))
 }
 
 fn by_round(
@@ -182,23 +203,26 @@ fn by_round(
     after: Option<String>,
     limit: Option<u32>,
 ) -> Result<CertificatePage<String>, Error> {
-    let committee = committee()?;
+    let mut answers = Answers::load()?;
     let limit = page_limit(limit);
     let start = match after {
         Some(name) => Bound::Excluded((round, author_index(&name)?)),
         None => Bound::Included((round, 0)),
     };
-    let mut certificates = Vec::new();
+    let mut page = Page::default();
     for (key, row) in CERTS.range((start, Bound::Included((round, u16::MAX)))) {
-        certificates.push(to_certificate(&committee, key, row)?);
-        if certificates.len() == limit {
+        if page.push(answers.certificate(key, row)?, limit) {
             break;
         }
     }
-    let next = (certificates.len() == limit)
-        .then(|| certificates.last().map(|c| c.author.clone()))
+    let next = page
+        .full
+        .then(|| page.certificates.last().map(|c| c.author.clone()))
         .flatten();
-    Ok(CertificatePage { certificates, next })
+    Ok(CertificatePage {
+        certificates: page.certificates,
+        next,
+    })
 }
 
 fn by_author(
@@ -206,14 +230,14 @@ fn by_author(
     after: Option<u64>,
     limit: Option<u32>,
 ) -> Result<CertificatePage<u64>, Error> {
-    let committee = committee()?;
+    let mut answers = Answers::load()?;
     let meta = meta()?;
     let index = author_index(author)?;
     let limit = page_limit(limit);
-    let mut certificates = Vec::new();
+    let mut page = Page::default();
     let Some(highest) = meta.highest_round else {
         return Ok(CertificatePage {
-            certificates,
+            certificates: Vec::new(),
             next: None,
         });
     };
@@ -225,25 +249,26 @@ fn by_author(
     let mut next = None;
     while round <= highest {
         if let Some(row) = CERTS.get(&(round, index)) {
-            certificates.push(to_certificate(&committee, (round, index), row)?);
+            page.push(answers.certificate((round, index), row)?, limit);
         }
         let scanned = round - first + 1;
-        if round < highest
-            && (certificates.len() == limit || scanned >= BY_AUTHOR_ROUNDS_SCANNED_MAX)
-        {
+        if round < highest && (page.full || scanned >= BY_AUTHOR_ROUNDS_SCANNED_MAX) {
             next = Some(round);
             break;
         }
         round += 1;
     }
-    Ok(CertificatePage { certificates, next })
+    Ok(CertificatePage {
+        certificates: page.certificates,
+        next,
+    })
 }
 
 fn committed(after: Option<u64>, limit: Option<u32>) -> Result<CertificatePage<u64>, Error> {
-    let committee = committee()?;
+    let mut answers = Answers::load()?;
     let limit = page_limit(limit);
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-    let mut certificates = Vec::new();
+    let mut page = Page::default();
     let mut last = None;
     for (position, key) in SEQUENCE
         .range((start, Bound::Unbounded))
@@ -254,25 +279,22 @@ fn committed(after: Option<u64>, limit: Option<u32>) -> Result<CertificatePage<u
                 "commit position {position} names a certificate that is not stored"
             ))
         })?;
-        certificates.push(to_certificate(&committee, key, row)?);
         last = Some(position);
-        if certificates.len() == limit {
+        if page.push(answers.certificate(key, row)?, limit) {
             break;
         }
     }
-    let next = if certificates.len() == limit {
-        last
-    } else {
-        None
-    };
-    Ok(CertificatePage { certificates, next })
+    Ok(CertificatePage {
+        certificates: page.certificates,
+        next: if page.full { last } else { None },
+    })
 }
 
 fn uncommitted(
     after: Option<(u64, String)>,
     limit: Option<u32>,
 ) -> Result<CertificatePage<(u64, String)>, Error> {
-    let committee = committee()?;
+    let mut answers = Answers::load()?;
     let limit = page_limit(limit);
     let start = match after {
         Some((round, name)) => Bound::Excluded((round, author_index(&name)?)),
@@ -286,19 +308,21 @@ fn uncommitted(
         scanned += 1;
         last = Some(key);
         if row.committed.is_none() {
-            page.push(to_certificate(&committee, key, row)?, limit);
+            page.push(answers.certificate(key, row)?, limit);
         }
         if page.full || scanned >= UNCOMMITTED_SCANNED_MAX {
             exhausted = false;
             break;
         }
     }
-    let certificates = page.certificates;
     let next = match (exhausted, last) {
-        (false, Some((round, author))) => Some((round, committee.name(author)?.to_owned())),
+        (false, Some((round, author))) => Some((round, answers.committee.name(author)?.to_owned())),
         _ => None,
     };
-    Ok(CertificatePage { certificates, next })
+    Ok(CertificatePage {
+        certificates: page.certificates,
+        next,
+    })
 }
 
 fn causal_history(
@@ -306,50 +330,46 @@ fn causal_history(
     round: Option<u64>,
     limit: Option<u32>,
 ) -> Result<(Vec<Certificate>, bool), Error> {
-    let committee = committee()?;
+    let mut answers = Answers::load()?;
     let meta = meta()?;
     let limit = limit
         .unwrap_or(HISTORY_LIMIT_DEFAULT)
         .clamp(1, HISTORY_LIMIT_MAX) as usize;
     let node = locate(&digest, round, &meta)
         .ok_or_else(|| Error::not_found(format!("no certificate {digest} is stored")))?;
+    // Round by round, downwards, from the certificate to the lowest
+    // retained round; each level sorted by author.
     let mut levels: Vec<Vec<Certificate>> = Vec::new();
     let mut count = 0usize;
     let mut total_weight = 0u64;
     let mut truncated = false;
-    let mut frontier: BTreeMap<(u64, u16), ()> = BTreeMap::from([((node.round, node.author), ())]);
+    let mut round = node.round;
+    let mut frontier: BTreeSet<u16> = BTreeSet::from([node.author]);
     'walk: loop {
         let mut next = BTreeSet::new();
         let mut level = Vec::new();
-        for key in frontier.keys() {
+        for &author in &frontier {
             if count == limit || total_weight >= PAGE_WEIGHT_MAX {
                 truncated = true;
                 levels.push(level);
                 break 'walk;
             }
-            let row = CERTS.get(key).ok_or_else(|| {
-                corrupt(format!("certificate at {key:?} is indexed but not stored"))
+            let row = CERTS.get(&(round, author)).ok_or_else(|| {
+                corrupt(format!(
+                    "a parent in round {round} by author {author} is not stored"
+                ))
             })?;
             total_weight += row.weight();
-            next.extend(row.parents.0.iter().copied());
-            level.push(to_certificate(&committee, *key, row)?);
+            next.extend(crate::ops::parent_authors(&row.parents));
+            level.push(answers.certificate((round, author), row)?);
             count += 1;
         }
         levels.push(level);
-        let round = frontier.keys().next().map_or(0, |k| k.0);
-        if round == 0 || round <= meta.pruned_below {
+        if round == 0 || round <= meta.pruned_below || next.is_empty() {
             break;
         }
-        frontier = BTreeMap::new();
-        for d in next {
-            let author = NODES.get(&(round - 1, d.0)).ok_or_else(|| {
-                corrupt(format!("parent {d} in round {} is not stored", round - 1))
-            })?;
-            frontier.insert((round - 1, author), ());
-        }
-        if frontier.is_empty() {
-            break;
-        }
+        round -= 1;
+        frontier = next;
     }
     Ok((levels.into_iter().rev().flatten().collect(), truncated))
 }
@@ -436,8 +456,12 @@ fn evidence(
         None => Bound::Unbounded,
     };
     let mut evidence = Vec::new();
-    for ((round, author, conflicting), row) in EVIDENCE.range((start, Bound::Unbounded)).take(limit)
-    {
+    let mut total_weight = 0u64;
+    for ((round, author, conflicting), row) in EVIDENCE.range((start, Bound::Unbounded)) {
+        if evidence.len() == limit || total_weight >= PAGE_WEIGHT_MAX {
+            break;
+        }
+        total_weight += weight(row.parents.0.len() + row.batches.0.len());
         let name = committee.name(author)?.to_owned();
         evidence.push(Evidence {
             round,
@@ -455,7 +479,8 @@ fn evidence(
             sequence: row.sequence,
         });
     }
-    let next = (evidence.len() == limit)
+    let full = evidence.len() == limit || total_weight >= PAGE_WEIGHT_MAX;
+    let next = full
         .then(|| {
             evidence
                 .last()
@@ -469,10 +494,10 @@ fn evidence(
 struct Checker {
     committee: Committee,
     meta: Meta,
-    /// Digest → (author index, committed) of the round before the current one;
-    /// `None` when that round is pruned (parents cannot be checked).
-    prev: Option<BTreeMap<Digest, (u16, bool)>>,
-    cur: BTreeMap<Digest, (u16, bool)>,
+    /// Author index → (digest, committed) of the round before the current
+    /// one; `None` when that round is pruned (parents cannot be checked).
+    prev: Option<BTreeMap<u16, (Digest, bool)>>,
+    cur: BTreeMap<u16, (Digest, bool)>,
     totals: CheckResume,
 }
 
@@ -501,13 +526,79 @@ impl Checker {
                 format!("author index {author} is outside the committee"),
             );
         };
-        if row.parents.0.windows(2).any(|w| w[0] >= w[1]) {
-            return at(
-                "unsorted-parents",
-                format!("parents of {d} are not sorted and distinct"),
-            );
-        }
-        let computed = certificate_digest_sorted(round, name, &row.parents.0, &row.batches.0);
+        let committed = row.committed.is_some();
+        // The parents as (author, digest, committed), when the round below is kept.
+        let parents: Option<Vec<(u16, Digest, bool)>> = match (&row.parents, &self.prev) {
+            (Parents::Authors(authors), _) if authors.is_empty() => Some(Vec::new()),
+            (Parents::Authors(authors), prev) => {
+                if authors.windows(2).any(|w| w[0] >= w[1]) {
+                    return at(
+                        "unsorted-parents",
+                        format!("parents of {d} are not sorted and distinct"),
+                    );
+                }
+                let Some(prev) = prev else {
+                    return at(
+                        "missing-parent",
+                        format!(
+                            "{d} names its parents by author but round {} is pruned",
+                            round.wrapping_sub(1)
+                        ),
+                    );
+                };
+                let mut out = Vec::with_capacity(authors.len());
+                for a in authors {
+                    let Some(&(digest, parent_committed)) = prev.get(a) else {
+                        return at(
+                            "missing-parent",
+                            format!(
+                                "{d} names a parent by author {a}, who has no certificate in round {}",
+                                round.wrapping_sub(1)
+                            ),
+                        );
+                    };
+                    out.push((*a, digest, parent_committed));
+                }
+                Some(out)
+            }
+            (Parents::Digests(digests), prev) => {
+                if digests.0.windows(2).any(|w| w[0] >= w[1]) {
+                    return at(
+                        "unsorted-parents",
+                        format!("parents of {d} are not sorted and distinct"),
+                    );
+                }
+                match prev {
+                    None => None,
+                    Some(prev) => {
+                        let mut out = Vec::with_capacity(digests.0.len());
+                        for p in &digests.0 {
+                            let Some((a, (_, c))) = prev.iter().find(|(_, (pd, _))| pd == p) else {
+                                return at(
+                                    "missing-parent",
+                                    format!(
+                                        "parent {p} of {d} is not in round {}",
+                                        round.wrapping_sub(1)
+                                    ),
+                                );
+                            };
+                            out.push((*a, *p, *c));
+                        }
+                        Some(out)
+                    }
+                }
+            }
+        };
+        let parent_digests: Vec<Digest> = match (&parents, &row.parents) {
+            (Some(p), _) => {
+                let mut v: Vec<Digest> = p.iter().map(|x| x.1).collect();
+                v.sort_unstable();
+                v
+            }
+            (None, Parents::Digests(d)) => d.0.clone(),
+            (None, Parents::Authors(_)) => unreachable!("refused above"),
+        };
+        let computed = certificate_digest_sorted(round, name, &parent_digests, &row.batches.0);
         if computed != d {
             return at(
                 "digest-mismatch",
@@ -520,23 +611,16 @@ impl Checker {
                 format!("the digest index does not point {d} at round {round}, author {name}"),
             );
         }
-        let committed = row.committed.is_some();
         if round == 0 {
-            if !row.parents.0.is_empty() {
+            if !row.parents.is_empty() {
                 return at(
                     "genesis-with-parents",
                     format!("genesis certificate {d} has parents"),
                 );
             }
-        } else if let Some(prev) = &self.prev {
+        } else if let Some(parents) = &parents {
             let mut stake: u64 = 0;
-            for p in &row.parents.0 {
-                let Some(&(parent_author, parent_committed)) = prev.get(p) else {
-                    return at(
-                        "missing-parent",
-                        format!("parent {p} of {d} is not in round {}", round - 1),
-                    );
-                };
+            for &(parent_author, p, parent_committed) in parents {
                 stake = stake.saturating_add(
                     self.committee
                         .stakes
@@ -595,7 +679,7 @@ impl Checker {
             }
             self.totals.batch_references += 1;
         }
-        self.cur.insert(d, (author, committed));
+        self.cur.insert(author, (d, committed));
         self.totals.certificates += 1;
         Ok(None)
     }
@@ -690,7 +774,7 @@ fn check(resume: Option<CheckResume>, max_certificates: Option<u64>) -> Result<C
     let prev = if start > meta.pruned_below {
         let mut prev = BTreeMap::new();
         for ((_, author), head) in CERT_HEADS.prefix(&(start - 1,), Direction::Forward) {
-            prev.insert(head.digest, (author, head.committed.is_some()));
+            prev.insert(author, (head.digest, head.committed.is_some()));
         }
         Some(prev)
     } else {
