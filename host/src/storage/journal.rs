@@ -5,7 +5,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | entry format, currently `1` |
-//! | 1 | rest | bincode (standard config, varint integers) of [`JournalEntry`] without `sequence` |
+//! | 1 | rest | bincode (standard config, varint integers) of [`JournalEntry`] without `sequence`; byte strings as length + raw bytes |
 //!
 //! The entry is written in the same redb transaction as the command's
 //! effects, so the journal and the state never disagree after a crash.
@@ -23,11 +23,13 @@ pub enum EntryKind {
     /// First deployment: `init(config)` ran with these JSON bytes.
     Init {
         /// The configuration given to `init`.
+        #[serde(with = "serde_bytes")]
         config: Vec<u8>,
     },
     /// A command (JSON bytes) given to `handle`.
     Command {
         /// The command as the client sent it.
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// A new version replaced the previous one; `migrate(from_schema)` ran.
@@ -43,7 +45,7 @@ pub enum EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// It succeeded and its writes were committed; the response bytes.
-    Ok(Vec<u8>),
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
     /// It failed and left no trace in state.
     Err {
         /// Stable error code.
