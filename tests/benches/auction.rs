@@ -20,7 +20,6 @@
 //! 50 providers and 20 routes inside the component.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use keel_guest::testing::{Dump, Harness};
@@ -32,7 +31,6 @@ use serde_json::json;
 type Tables = BTreeMap<(String, Vec<u8>), Vec<u8>>;
 
 /// Waits for one command's acknowledgement; false when it was refused.
-type Ack = Box<dyn FnOnce() -> bool + Send>;
 
 struct Run {
     seconds: f64,
@@ -122,39 +120,8 @@ fn host(market: &[Vec<u8>], commands: &[Vec<u8>], in_flight: usize) -> (Run, Tes
     for rx in pending {
         rx.blocking_recv().unwrap().unwrap();
     }
-    // The submitter keeps up to `in_flight` commands queued; the collector
-    // waits for acknowledgements in order (commits are in order) and
-    // timestamps each one: latency = submit → durable acknowledgement.
-    let (tx, rx) = mpsc::sync_channel::<(Instant, Ack)>(in_flight);
-    let collector = std::thread::spawn(move || {
-        let mut latencies_us = Vec::new();
-        let mut refused = 0;
-        for (t0, ack) in rx {
-            if !ack() {
-                refused += 1;
-            }
-            latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
-        (latencies_us, refused)
-    });
-    let start = Instant::now();
-    for cmd in commands {
-        let t0 = Instant::now();
-        let receipt = h.submit_pipelined("auction", cmd).unwrap();
-        let ack: Ack = Box::new(
-            move || match receipt.blocking_recv().expect("acknowledged") {
-                Ok(_) => true,
-                Err(e) => {
-                    assert!(e.sequence().is_some(), "not journaled: {e}");
-                    false
-                }
-            },
-        );
-        tx.send((t0, ack)).unwrap();
-    }
-    drop(tx);
-    let (latencies_us, refused) = collector.join().unwrap();
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, latencies_us, refused) =
+        keel_tests::bench::pipelined(h, "auction", commands, in_flight);
     (
         Run {
             seconds,

@@ -15,7 +15,6 @@
 //! ~1 % withdrawals, ~0.5 % funding rounds; 200 users × 4 markets.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use keel_guest::testing::{Dump, Harness};
@@ -138,7 +137,6 @@ fn workload(n: usize) -> (Vec<Vec<u8>>, BTreeMap<&'static str, usize>) {
 }
 
 /// Waits for one command's acknowledgement; false when it was refused.
-type Ack = Box<dyn FnOnce() -> bool + Send>;
 
 struct Run {
     seconds: f64,
@@ -201,39 +199,8 @@ fn host(commands: &[Vec<u8>], in_flight: usize) -> (Run, TestHost) {
     for rx in pending {
         rx.blocking_recv().unwrap().unwrap();
     }
-    // The submitter keeps up to `in_flight` commands queued; the collector
-    // waits for acknowledgements in order (commits are in order) and
-    // timestamps each one.
-    let (tx, rx) = mpsc::sync_channel::<(Instant, Ack)>(in_flight);
-    let collector = std::thread::spawn(move || {
-        let mut latencies_us = Vec::new();
-        let mut refused = 0;
-        for (t0, ack) in rx {
-            if !ack() {
-                refused += 1;
-            }
-            latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
-        (latencies_us, refused)
-    });
-    let start = Instant::now();
-    for cmd in commands {
-        let t0 = Instant::now();
-        let receipt = h.submit_pipelined("perp", cmd).unwrap();
-        let ack: Ack = Box::new(
-            move || match receipt.blocking_recv().expect("acknowledged") {
-                Ok(_) => true,
-                Err(e) => {
-                    assert!(e.sequence().is_some(), "not journaled: {e}");
-                    false
-                }
-            },
-        );
-        tx.send((t0, ack)).unwrap();
-    }
-    drop(tx);
-    let (latencies_us, refused) = collector.join().unwrap();
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, latencies_us, refused) =
+        keel_tests::bench::pipelined(h, "perp", commands, in_flight);
     (
         Run {
             seconds,

@@ -2,6 +2,7 @@
 //! throwaway in-process host (the host crate's test kit) and a real
 //! `keel serve` process ([`server::Server`]).
 
+pub mod bench;
 pub mod server;
 
 pub use keel_host::testkit::TestHost;
