@@ -187,12 +187,7 @@ fn without_jobs(tables: Tables) -> Tables {
         .collect()
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use keel_tests::bench::env;
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.

@@ -199,13 +199,6 @@ fn host(t: &TestHost, certs: usize, commands: &[Vec<u8>], in_flight: usize) -> R
     }
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `KEEL_BENCH_DURABILITY=relaxed` (diagnostic only: no fsync) isolates the
 /// cost of the fsyncs from the rest.
 fn relaxed() -> bool {
@@ -250,6 +243,8 @@ fn full_check(t: &TestHost) -> (f64, usize) {
         }
     }
 }
+
+use keel_tests::bench::env;
 
 fn main() {
     let certs = env("KEEL_BENCH_CERTS", 100_000);

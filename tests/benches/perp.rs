@@ -237,12 +237,7 @@ fn redb_per_write(writes: usize) -> Run {
     }
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use keel_tests::bench::env;
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.

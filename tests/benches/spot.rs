@@ -372,12 +372,7 @@ fn redb_per_order(base: u64, commands: &[Vec<u8>]) -> Run {
     }
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use keel_tests::bench::env;
 
 fn main() {
     // `cargo bench` passes `--bench`; arguments are ignored.

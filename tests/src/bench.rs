@@ -48,3 +48,11 @@ pub fn pipelined(
     let (latencies_us, refused) = collector.join().expect("collector thread");
     (start.elapsed().as_secs_f64(), latencies_us, refused)
 }
+
+/// A benchmark size from the environment variable `name`, or `default`.
+pub fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
