@@ -44,6 +44,7 @@ const PLUGINS: &[(&str, &str, &str, &str)] = &[
         "wasm32-unknown-unknown",
         "v2",
     ),
+    ("wasi-probe", "keel-plugin-wasi-probe", "wasm32-wasip2", ""),
 ];
 
 /// The target directory of a build group.

@@ -77,11 +77,27 @@ pub struct HostState {
     pub(crate) memory: MemoryCap,
     /// The storage failure that trapped the current call, if any.
     pub(crate) fault: Option<StorageError>,
+    /// Sequence and timestamp as the sealed WASI reads them.
+    pub(crate) clock: super::wasi::CallClock,
+    wasi: wasmtime_wasi::WasiCtx,
+}
+
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.resources,
+        }
+    }
 }
 
 impl HostState {
     pub(crate) fn new(plugin: Arc<str>, plugin_id: u32, limits: Limits) -> Self {
+        let clock = super::wasi::CallClock::default();
+        let wasi = super::wasi::sealed_ctx(&plugin, &clock);
         Self {
+            clock,
+            wasi,
             plugin,
             plugin_id,
             storage: StorageAccess::None,

@@ -135,6 +135,7 @@ impl PluginInstance {
         let data = self.store.data_mut();
         data.sequence = sequence;
         data.timestamp_ms = timestamp_ms;
+        data.clock.set(sequence, timestamp_ms);
     }
 
     fn prepare(&mut self) -> Result<(), CallError> {
@@ -174,6 +175,7 @@ impl PluginInstance {
         data.storage = storage;
         data.sequence = sequence;
         data.timestamp_ms = timestamp_ms;
+        data.clock.set(sequence, timestamp_ms);
         if let Some(fault) = fault {
             return CallError::Fault(fault);
         }

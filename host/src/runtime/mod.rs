@@ -5,6 +5,7 @@ mod bindings;
 pub mod cache;
 pub mod imports;
 pub mod instance;
+mod wasi;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        wasi::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking the sealed WASI: {e}"))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
