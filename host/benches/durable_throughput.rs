@@ -1,6 +1,7 @@
 //! Durable throughput with group commit: the bench plugin's `put3`
 //! command (three rows) through the host with immediate durability (one
-//! fsync per batch), next to a native loop that commits every command to
+//! fsync of the write-ahead log per batch, checkpoints by the default
+//! policy), next to a native loop that commits every command to
 //! redb on its own (three rows, one durable transaction per command: the
 //! per-operation design Keel replaces), measured in the same run.
 //!
@@ -93,7 +94,7 @@ fn main() {
     );
     println!(
         "{:<48} {:>12.0} {:>10.1} {:>10.1}",
-        "keel: component, group commit, fsync per batch",
+        "keel: component, group commit, log fsync/batch",
         keel_rate,
         keel.p50_us(),
         keel.p99_us()

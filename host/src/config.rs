@@ -118,6 +118,8 @@ pub struct HostConfig {
     pub token: Option<String>,
     /// Group commit.
     pub batch: BatchConfig,
+    /// When the write-ahead log is folded into a durable redb commit.
+    pub checkpoint: crate::storage::CheckpointPolicy,
     /// Per-call limits.
     pub limits: Limits,
     /// Plugins to deploy at start-up (kept across restarts once deployed).
@@ -134,6 +136,7 @@ impl Default for HostConfig {
             durability: Durability::Immediate,
             token: None,
             batch: BatchConfig::default(),
+            checkpoint: Default::default(),
             limits: Limits::default(),
             plugins: Vec::new(),
         }
@@ -189,5 +192,30 @@ impl HostConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_keel_toml_loads_with_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keel.toml");
+        let config = HostConfig::load(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.checkpoint.interval_ms, 5000);
+        assert_eq!(config.checkpoint.log_bytes_max, 64 << 20);
+        assert_eq!(config.batch.max_commands, 1024);
+        assert_eq!(config.plugins.len(), 5);
+    }
+
+    #[test]
+    fn an_unknown_checkpoint_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "[checkpoint]\ninterval = 5\n").unwrap();
+        let err = format!("{:#}", HostConfig::load(&path).unwrap_err());
+        assert!(err.contains("interval"), "{err}");
     }
 }

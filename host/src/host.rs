@@ -93,6 +93,9 @@ pub struct HostStatus {
     pub durability: &'static str,
     /// Group-commit batch size.
     pub batch_max_commands: usize,
+    /// Group commits that redb had lost at start-up (a crash) and the
+    /// write-ahead log brought back.
+    pub recovered_batches: u64,
     /// Every plugin.
     pub plugins: Vec<PluginStatus>,
 }
@@ -148,8 +151,12 @@ impl Host {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let db = Db::open(&config.data_dir.join("keel.redb"), config.durability)
-            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+        let db = Db::open_with(
+            &config.data_dir.join("keel.redb"),
+            config.durability,
+            config.checkpoint,
+        )
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let cache_dir = config
             .cache_dir
             .clone()
@@ -439,24 +446,43 @@ impl Host {
         HostStatus {
             durability: self.config.durability.as_str(),
             batch_max_commands: self.config.batch.max_commands,
+            recovered_batches: self.db.recovered_batches(),
             plugins: self.plugins(),
         }
     }
 
-    /// Stops cleanly: every queued command is committed and answered.
+    /// Stops cleanly: every queued command is committed and answered, and
+    /// a checkpoint leaves nothing in the write-ahead log to recover.
     pub fn shutdown(self) {
         let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
         for slot in plugins.values_mut() {
             slot.actor.stop();
         }
+        if let Err(e) = self.db.checkpoint() {
+            tracing::error!(error = %e, "the checkpoint at shutdown failed; the next start recovers from the write-ahead log");
+        }
     }
 
-    /// Stops as a crash would: the batch in progress is not committed and
-    /// queued commands are never answered. For tests of recovery.
+    /// Stops as a crash would: the batch in progress is not committed,
+    /// queued commands are never answered, and the files are left as the
+    /// disk held them at that moment (redb's commits since its last durable
+    /// one are lost, as in a power cut; the write-ahead log must bring them
+    /// back). For tests of recovery.
     pub fn crash(self) {
-        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
-        for slot in plugins.values_mut() {
-            slot.actor.halt();
+        {
+            let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+            for slot in plugins.values_mut() {
+                slot.actor.halt();
+            }
+        }
+        let db_path = self.config.data_dir.join("keel.redb");
+        let image = crate::storage::DiskImage::capture(&db_path);
+        drop(self);
+        match image.and_then(|i| i.restore()) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not leave the crash image of the database in place")
+            }
         }
     }
 }

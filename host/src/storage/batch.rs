@@ -5,6 +5,12 @@
 //! the old value, and a failed command (error, trap, out of fuel or memory)
 //! is rolled back by restoring those values in reverse. Committed state
 //! therefore only ever holds the effects of commands that succeeded.
+//!
+//! With immediate durability the batch also keeps a redo record of every
+//! row it writes (truncated with the undo log) and is made durable by the
+//! write-ahead log (see [`super::wal`]): one append + fsync per batch, then
+//! a redb commit without fsync — or, when a checkpoint is due or the batch
+//! stores a component, a durable redb commit instead.
 
 use std::ops::Bound;
 
@@ -13,7 +19,10 @@ use redb::{ReadableTable, WriteTransaction};
 use super::journal::{JournalEntry, encode_entry};
 use super::keys::state_key;
 use super::read::{ScanState, get_in, scan_chunk_in};
-use super::{Db, JOURNAL, MODULES, PLUGINS, PluginRecord, STATE, StorageError, encode, redb_err};
+use super::wal::{APPLIED_KEY, Redo};
+use super::{
+    Db, JOURNAL, META, MODULES, PLUGINS, PluginRecord, STATE, StorageError, encode, redb_err,
+};
 use crate::state_hash::StateHash;
 
 type StateTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
@@ -43,10 +52,16 @@ pub struct Batch {
     hash_at_command_start: StateHash,
     written_bytes: u64,
     journal: Vec<((u32, u64), Vec<u8>)>,
+    /// The redo record for the write-ahead log, when there is one.
+    redo: Option<Redo>,
+    redo_at_command_start: usize,
+    /// Set when the batch must commit durably in redb (it stores a
+    /// component: too large and too rare for the log).
+    durable_commit: bool,
 }
 
 impl Batch {
-    pub(crate) fn new(txn: WriteTransaction, db: Db) -> Result<Self, StorageError> {
+    pub(crate) fn new(txn: WriteTransaction, db: Db, logged: bool) -> Result<Self, StorageError> {
         let cell =
             TxnCell::try_new(txn, |txn| txn.open_table(STATE)).map_err(redb_err("open state"))?;
         Ok(Self {
@@ -57,7 +72,17 @@ impl Batch {
             hash_at_command_start: StateHash::EMPTY,
             written_bytes: 0,
             journal: Vec::new(),
+            redo: logged.then(Redo::default),
+            redo_at_command_start: 0,
+            durable_commit: false,
         })
+    }
+
+    fn mark_command_start(&mut self) {
+        self.hash_at_command_start = self.hash;
+        if let Some(redo) = &self.redo {
+            self.redo_at_command_start = redo.mark();
+        }
     }
 
     /// Sets the state hash that writes update (the plugin's committed hash).
@@ -74,14 +99,14 @@ impl Batch {
     /// Marks the start of a command: later writes can be undone as one.
     pub fn begin_command(&mut self) {
         self.undo.clear();
-        self.hash_at_command_start = self.hash;
+        self.mark_command_start();
         self.written_bytes = 0;
     }
 
     /// Keeps the current command's writes.
     pub fn keep_command(&mut self) {
         self.undo.clear();
-        self.hash_at_command_start = self.hash;
+        self.mark_command_start();
     }
 
     /// Undoes every write of the current command. An error here means the
@@ -107,6 +132,9 @@ impl Batch {
                 Ok(())
             })?;
         self.hash = self.hash_at_command_start;
+        if let Some(redo) = &mut self.redo {
+            redo.truncate(self.redo_at_command_start);
+        }
         Ok(())
     }
 
@@ -159,6 +187,9 @@ impl Batch {
             self.written_bytes += key.len() as u64;
         }
         let existed = old.is_some();
+        if let Some(redo) = &mut self.redo {
+            redo.state(&full_key, value);
+        }
         self.undo.push(Undo { full_key, old });
         Ok(existed)
     }
@@ -182,10 +213,14 @@ impl Batch {
 
     /// Stores a plugin record.
     pub fn put_plugin(&mut self, record: &PluginRecord) -> Result<(), StorageError> {
+        let bytes = encode(record);
+        if let Some(redo) = &mut self.redo {
+            redo.plugin(&record.name, &bytes);
+        }
         self.cell.with_dependent_mut(|txn, _| {
             let mut table = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
             table
-                .insert(record.name.as_str(), encode(record).as_slice())
+                .insert(record.name.as_str(), bytes.as_slice())
                 .map_err(redb_err("put plugin"))?;
             Ok(())
         })
@@ -193,6 +228,7 @@ impl Batch {
 
     /// Stores component bytes under their hash (idempotent).
     pub fn put_module(&mut self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+        self.durable_commit = true;
         self.cell.with_dependent_mut(|txn, _| {
             let mut table = txn.open_table(MODULES).map_err(redb_err("open modules"))?;
             if table
@@ -226,30 +262,71 @@ impl Batch {
     }
 
     /// Writes the journal entries and commits with the configured
-    /// durability. On failure the database refuses further writes.
-    pub fn commit(mut self) -> Result<(), StorageError> {
+    /// durability: through the write-ahead log (append + fsync, then a redb
+    /// commit without fsync), as a durable redb commit when a checkpoint is
+    /// due or the batch stores a component, or without any fsync (relaxed).
+    /// On failure the database refuses further writes.
+    pub fn commit(self) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let result = self.commit_inner();
+        if result.is_err() {
+            db.poison();
+        }
+        result
+    }
+
+    fn commit_inner(mut self) -> Result<(), StorageError> {
+        let db = self.db.clone();
         let journal = std::mem::take(&mut self.journal);
-        let written = self
-            .cell
+        let mut wal = db.wal();
+        let checkpoint = wal
+            .as_ref()
+            .is_some_and(|w| self.durable_commit || w.checkpoint_due());
+        let logged_as = wal
+            .as_ref()
+            .filter(|_| !checkpoint)
+            .map(|w| w.next_record());
+        let redo = &mut self.redo;
+        self.cell
             .with_dependent_mut(|txn, _| -> Result<(), StorageError> {
                 let mut table = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
                 for (key, value) in &journal {
                     table
                         .insert(*key, value.as_slice())
                         .map_err(redb_err("append journal"))?;
+                    if let Some(redo) = redo.as_mut() {
+                        redo.journal(key.0, key.1, value);
+                    }
+                }
+                if let Some(number) = logged_as {
+                    let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+                    meta.insert(APPLIED_KEY, number.to_le_bytes().as_slice())
+                        .map_err(redb_err("write meta"))?;
                 }
                 Ok(())
-            });
-        if let Err(e) = written {
-            self.db.poison();
-            return Err(e);
+            })?;
+        let redo = self.redo.take();
+        let mut txn = self.cell.into_owner();
+        match wal.as_mut() {
+            None => {}
+            Some(w) if checkpoint => {
+                txn.set_durability(redb::Durability::Immediate)
+                    .map_err(|e| StorageError::Corrupt {
+                        what: "durability".into(),
+                        why: e.to_string(),
+                    })?;
+                w.begin_checkpoint();
+            }
+            Some(w) => {
+                let redo = redo.expect("a logged batch keeps a redo record");
+                w.append(redo.as_bytes())?;
+            }
         }
-        let db = self.db.clone();
-        let txn = self.cell.into_owner();
-        txn.commit().map_err(|e| {
-            db.poison();
-            redb_err("commit")(e)
-        })
+        txn.commit().map_err(redb_err("commit"))?;
+        if let Some(w) = wal.as_mut().filter(|_| checkpoint) {
+            w.end_checkpoint();
+        }
+        Ok(())
     }
 
     /// Discards everything in the batch.

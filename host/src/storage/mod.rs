@@ -9,6 +9,7 @@
 //! | `plugins` | plugin name | [`PluginRecord`] (bincode) |
 //! | `modules` | BLAKE3 of the component bytes | the component bytes |
 //! | `meta` | `"format"` | format version (u32 LE) |
+//! | `meta` | `"wal_applied"` | last write-ahead log record held (u64 LE) |
 //!
 //! Table names never contain `00`, so the prefix `plugin id ‖ table ‖ 00`
 //! is unique per (plugin, table): a plugin cannot form another plugin's key.
@@ -17,11 +18,12 @@ pub mod batch;
 pub mod journal;
 mod keys;
 pub mod read;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,7 @@ pub use batch::Batch;
 pub use journal::{EntryKind, JournalEntry, Outcome};
 pub use keys::validate_table_name;
 pub use read::ReadView;
+pub use wal::CheckpointPolicy;
 
 use crate::state_hash::StateHash;
 
@@ -46,7 +49,8 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// Every group commit is fsynced before any of its commands is acknowledged.
+    /// Every group commit is fsynced before any of its commands is
+    /// acknowledged (through the write-ahead log, see [`wal`]).
     #[default]
     Immediate,
     /// Commits are not fsynced: a crash may lose acknowledged commands.
@@ -90,6 +94,16 @@ pub enum StorageError {
         "storage refused the write: an earlier commit failed, restart the host to recover from the journal"
     )]
     Poisoned,
+    /// The write-ahead log could not be written or read.
+    #[error("write-ahead log {op} failed ({path}): {source}")]
+    Log {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// The file was written by another layout version.
     #[error("database format {found} is not supported (this host reads format {FORMAT_VERSION})")]
     Format {
@@ -171,11 +185,27 @@ struct DbInner {
     db: redb::Database,
     durability: Durability,
     poisoned: AtomicBool,
+    /// The write-ahead log, with immediate durability.
+    wal: Option<Mutex<wal::Wal>>,
+    /// Log records applied at open.
+    recovered: u64,
 }
 
 impl Db {
-    /// Opens (or creates) the database file at `path`.
+    /// Opens (or creates) the database file at `path` with the default
+    /// checkpoint policy.
     pub fn open(path: &Path, durability: Durability) -> Result<Db, StorageError> {
+        Self::open_with(path, durability, CheckpointPolicy::default())
+    }
+
+    /// Opens (or creates) the database file at `path`; first applies what
+    /// the write-ahead log beside it (`<file>.wal/`) holds past redb's
+    /// durable point, whatever the durability asked for now.
+    pub fn open_with(
+        path: &Path,
+        durability: Durability,
+        checkpoint: CheckpointPolicy,
+    ) -> Result<Db, StorageError> {
         let db = redb::Database::builder()
             .set_cache_size(256 << 20)
             .create(path)
@@ -201,13 +231,70 @@ impl Db {
             txn.open_table(MODULES).map_err(redb_err("open modules"))?;
         }
         txn.commit().map_err(redb_err("commit"))?;
+        let wal_dir = wal::dir_for(path);
+        let (next_record, recovered) = recover(&db, &wal_dir)?;
+        let wal = match durability {
+            Durability::Immediate => Some(Mutex::new(wal::Wal::open(
+                &wal_dir,
+                next_record,
+                checkpoint,
+            )?)),
+            Durability::Relaxed => None,
+        };
         Ok(Db {
             inner: Arc::new(DbInner {
                 db,
                 durability,
                 poisoned: AtomicBool::new(false),
+                wal,
+                recovered,
             }),
         })
+    }
+
+    /// How many group commits the write-ahead log brought back at open
+    /// (redb had lost them in a crash).
+    pub fn recovered_batches(&self) -> u64 {
+        self.inner.recovered
+    }
+
+    /// The write-ahead log, locked, if this database keeps one.
+    pub(crate) fn wal(&self) -> Option<MutexGuard<'_, wal::Wal>> {
+        self.inner
+            .wal
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Makes everything committed so far durable in redb itself and deletes
+    /// the write-ahead log before it (also done by policy during batches).
+    /// Call on clean shutdown so that the next start has nothing to recover.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(redb_err("begin write"))?;
+        let Some(mut wal) = self.wal() else {
+            return txn.commit().map_err(redb_err("checkpoint"));
+        };
+        {
+            // A write, so that the commit is never an empty one.
+            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+            let applied = wal.next_record() - 1;
+            meta.insert(wal::APPLIED_KEY, applied.to_le_bytes().as_slice())
+                .map_err(redb_err("write meta"))?;
+        }
+        wal.begin_checkpoint();
+        txn.commit().map_err(|e| {
+            self.poison();
+            redb_err("checkpoint")(e)
+        })?;
+        wal.end_checkpoint();
+        Ok(())
     }
 
     /// The configured durability.
@@ -225,16 +312,14 @@ impl Db {
             .db
             .begin_write()
             .map_err(redb_err("begin write"))?;
-        let durability = match self.inner.durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Relaxed => redb::Durability::None,
-        };
-        txn.set_durability(durability)
+        // Immediate durability comes from the write-ahead log (or a
+        // checkpoint, decided at commit); redb itself does not fsync.
+        txn.set_durability(redb::Durability::None)
             .map_err(|e| StorageError::Corrupt {
                 what: "durability".into(),
                 why: e.to_string(),
             })?;
-        Batch::new(txn, self.clone())
+        Batch::new(txn, self.clone(), self.inner.wal.is_some())
     }
 
     pub(crate) fn poison(&self) {
@@ -298,5 +383,118 @@ impl Db {
     ) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
         let view = self.read()?;
         view.dump_plugin(plugin_id)
+    }
+}
+
+/// Applies the write-ahead log records in `dir` that redb does not hold
+/// yet, durably, and deletes the log. Returns the next record number and
+/// how many records were applied.
+fn recover(db: &redb::Database, dir: &Path) -> Result<(u64, u64), StorageError> {
+    let applied = {
+        let txn = db.begin_read().map_err(redb_err("begin read"))?;
+        let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+        meta.get(wal::APPLIED_KEY)
+            .map_err(redb_err("read meta"))?
+            .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0)
+    };
+    if !dir.exists() {
+        return Ok((applied + 1, 0));
+    }
+    let (records, torn) = wal::read_all(dir)?;
+    if torn > 0 {
+        tracing::warn!(
+            bytes = torn,
+            "cut a torn record off the end of the write-ahead log (never acknowledged)"
+        );
+    }
+    let pending: Vec<&wal::Record> = records.iter().filter(|r| r.number > applied).collect();
+    if let Some(first) = pending.first()
+        && first.number != applied + 1
+    {
+        return Err(StorageError::Corrupt {
+            what: format!("write-ahead log in {}", dir.display()),
+            why: format!(
+                "the database holds records up to {applied} but the log resumes at {}",
+                first.number
+            ),
+        });
+    }
+    let last = records.last().map_or(applied, |r| r.number.max(applied));
+    if !pending.is_empty() {
+        let txn = db.begin_write().map_err(redb_err("begin write"))?;
+        for record in &pending {
+            wal::apply(&txn, record.number, &record.payload)?;
+        }
+        txn.commit().map_err(redb_err("commit recovery"))?;
+        tracing::info!(
+            batches = pending.len(),
+            last_record = last,
+            "recovered group commits from the write-ahead log"
+        );
+    }
+    for entry in std::fs::read_dir(dir).map_err(|source| StorageError::Log {
+        op: "list",
+        path: dir.display().to_string(),
+        source,
+    })? {
+        let path = entry
+            .map_err(|source| StorageError::Log {
+                op: "list",
+                path: dir.display().to_string(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|e| e == "wal") {
+            std::fs::remove_file(&path).map_err(|source| StorageError::Log {
+                op: "delete recovered segment",
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok((last + 1, pending.len() as u64))
+}
+
+/// The database file and its write-ahead log as the disk holds them now,
+/// copied aside, so that a simulated crash can put them back after the
+/// process-level close (which makes redb's pending commits durable — a
+/// power cut would not).
+pub(crate) struct DiskImage {
+    db_path: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl DiskImage {
+    /// Copies `db_path` and its log directory. Call with no write in flight.
+    pub(crate) fn capture(db_path: &Path) -> std::io::Result<DiskImage> {
+        let parent = db_path.parent().unwrap_or(Path::new("."));
+        let dir = tempfile::Builder::new()
+            .prefix(".crash-image")
+            .tempdir_in(parent)?;
+        std::fs::copy(db_path, dir.path().join("db"))?;
+        let wal_dir = wal::dir_for(db_path);
+        let image_wal = dir.path().join("wal");
+        std::fs::create_dir(&image_wal)?;
+        if wal_dir.exists() {
+            for entry in std::fs::read_dir(&wal_dir)? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), image_wal.join(entry.file_name()))?;
+            }
+        }
+        Ok(DiskImage {
+            db_path: db_path.to_owned(),
+            dir,
+        })
+    }
+
+    /// Puts the captured files back in place (the database must be closed).
+    pub(crate) fn restore(self) -> std::io::Result<()> {
+        std::fs::rename(self.dir.path().join("db"), &self.db_path)?;
+        let wal_dir = wal::dir_for(&self.db_path);
+        if wal_dir.exists() {
+            std::fs::remove_dir_all(&wal_dir)?;
+        }
+        std::fs::rename(self.dir.path().join("wal"), &wal_dir)
     }
 }

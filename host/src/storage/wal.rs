@@ -1,0 +1,576 @@
+//! The write-ahead log: the durability path of immediate durability.
+//!
+//! A group commit is made durable by appending one *redo record* — every
+//! row the batch writes to `state`, `journal` and `plugins`, in order — to
+//! the log and fsyncing it once (`fdatasync`). redb then commits the same
+//! transaction without an fsync of its own. Every `checkpoint` (a durable
+//! redb commit, by [`CheckpointPolicy`], and on clean shutdown) makes the log
+//! written before it obsolete: the log moves to a new segment file and the
+//! old ones are deleted once the commit is durable.
+//!
+//! redb stores the number of the last record it holds in `meta` (key
+//! [`APPLIED_KEY`]), in the same transaction as the record's rows. After a
+//! crash redb comes back at its last durable commit; [`recover`] applies
+//! every record past that number again, in order, and checkpoints. So the
+//! invariants hold as with a durable redb commit per batch: a command is
+//! acknowledged only after the fsync of the record holding it, and the
+//! state after recovery is exactly the acknowledged (and possibly some
+//! unacknowledged but logged) batches.
+//!
+//! On disk: a directory of segments named by their first record number
+//! (`00000000000000000042.wal`); a segment is a sequence of records
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `KWAL` |
+//! | 4 | payload length (u32 LE) |
+//! | 8 | record number (u64 LE) |
+//! | 16 | BLAKE3 of (number ‖ payload), truncated |
+//! | n | payload: redo operations (see [`Redo`]) |
+//!
+//! A crash in the middle of an append leaves a torn record at the end of
+//! the last segment: it was never acknowledged, and recovery cuts it off.
+//! Damage anywhere else is refused with an error naming the segment and
+//! offset.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
+
+use super::{JOURNAL, META, PLUGINS, STATE, StorageError, redb_err};
+
+/// Key in `meta` of the number of the last log record redb holds (u64 LE).
+pub const APPLIED_KEY: &str = "wal_applied";
+
+const MAGIC: &[u8; 4] = b"KWAL";
+const HEADER_BYTES: usize = 32;
+/// Largest payload a record may claim; anything larger is damage.
+const PAYLOAD_BYTES_MAX: usize = 1 << 31;
+
+const OP_PUT: u8 = 1;
+const OP_REMOVE: u8 = 2;
+const OP_JOURNAL: u8 = 3;
+const OP_PLUGIN: u8 = 4;
+
+/// When the log is folded into a durable redb commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointPolicy {
+    /// At most this long between checkpoints while commands flow, in ms.
+    pub interval_ms: u64,
+    /// At most this many log bytes between checkpoints (bounds recovery).
+    pub log_bytes_max: u64,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5_000,
+            log_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// A batch's redo operations, encoded as they happen so that undoing a
+/// failed command is a truncation.
+#[derive(Debug, Default)]
+pub struct Redo {
+    bytes: Vec<u8>,
+}
+
+impl Redo {
+    /// The current length: a mark to [`Redo::truncate`] back to.
+    pub fn mark(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Drops every operation after `mark`.
+    pub fn truncate(&mut self, mark: usize) {
+        self.bytes.truncate(mark);
+    }
+
+    /// Whether no operation was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// A `state` row written (`Some`) or removed (`None`).
+    pub fn state(&mut self, full_key: &[u8], value: Option<&[u8]>) {
+        match value {
+            Some(v) => {
+                self.bytes.push(OP_PUT);
+                self.field(full_key);
+                self.field(v);
+            }
+            None => {
+                self.bytes.push(OP_REMOVE);
+                self.field(full_key);
+            }
+        }
+    }
+
+    /// A `journal` row.
+    pub fn journal(&mut self, plugin_id: u32, sequence: u64, entry: &[u8]) {
+        self.bytes.push(OP_JOURNAL);
+        self.bytes.extend_from_slice(&plugin_id.to_le_bytes());
+        self.bytes.extend_from_slice(&sequence.to_le_bytes());
+        self.field(entry);
+    }
+
+    /// A `plugins` row.
+    pub fn plugin(&mut self, name: &str, record: &[u8]) {
+        self.bytes.push(OP_PLUGIN);
+        self.field(name.as_bytes());
+        self.field(record);
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.bytes
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// The encoded operations.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Applies a record's operations inside `txn` (recovery).
+pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), StorageError> {
+    let corrupt = |why: &str| StorageError::Corrupt {
+        what: format!("write-ahead log record {number}"),
+        why: why.to_owned(),
+    };
+    let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
+    let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
+    let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
+    let mut r = Reader { bytes: payload };
+    while let Some(op) = r.byte() {
+        match op {
+            OP_PUT => {
+                let key = r.field().ok_or_else(|| corrupt("truncated put"))?;
+                let value = r.field().ok_or_else(|| corrupt("truncated put"))?;
+                state.insert(key, value).map_err(redb_err("recover put"))?;
+            }
+            OP_REMOVE => {
+                let key = r.field().ok_or_else(|| corrupt("truncated remove"))?;
+                state.remove(key).map_err(redb_err("recover remove"))?;
+            }
+            OP_JOURNAL => {
+                let plugin = r.u32().ok_or_else(|| corrupt("truncated journal row"))?;
+                let sequence = r.u64().ok_or_else(|| corrupt("truncated journal row"))?;
+                let entry = r.field().ok_or_else(|| corrupt("truncated journal row"))?;
+                journal
+                    .insert((plugin, sequence), entry)
+                    .map_err(redb_err("recover journal"))?;
+            }
+            OP_PLUGIN => {
+                let name = r.field().ok_or_else(|| corrupt("truncated plugin row"))?;
+                let name = std::str::from_utf8(name).map_err(|_| corrupt("plugin name"))?;
+                let record = r.field().ok_or_else(|| corrupt("truncated plugin row"))?;
+                plugins
+                    .insert(name, record)
+                    .map_err(redb_err("recover plugin"))?;
+            }
+            other => return Err(corrupt(&format!("unknown operation {other}"))),
+        }
+    }
+    let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+    meta.insert(APPLIED_KEY, number.to_le_bytes().as_slice())
+        .map_err(redb_err("write meta"))?;
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Some(head)
+    }
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+fn checksum(number: u64, payload: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&number.to_le_bytes());
+    h.update(payload);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.display().to_string();
+    move |source| StorageError::Log { op, path, source }
+}
+
+fn segment_path(dir: &Path, first_record: u64) -> PathBuf {
+    dir.join(format!("{first_record:020}.wal"))
+}
+
+/// The segments in `dir`, by first record number.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err("list log", dir))? {
+        let entry = entry.map_err(io_err("list log", dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        if let Ok(first) = stem.parse::<u64>() {
+            out.push((first, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One record read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its number.
+    pub number: u64,
+    /// Its redo operations.
+    pub payload: Vec<u8>,
+}
+
+/// Reads every intact record in `dir`, in order. A torn record at the end
+/// of the last segment ends the log (it was never acknowledged) and is
+/// reported as the number of bytes cut; damage elsewhere is an error.
+pub fn read_all(dir: &Path) -> Result<(Vec<Record>, u64), StorageError> {
+    let segments = segments(dir)?;
+    let mut records = Vec::new();
+    let mut torn = 0;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let bytes = std::fs::read(path).map_err(io_err("read log", path))?;
+        let last = i + 1 == segments.len();
+        let mut at = 0;
+        while at < bytes.len() {
+            match parse_record(&bytes[at..]) {
+                Some((record, len)) => {
+                    records.push(record);
+                    at += len;
+                }
+                None if last => {
+                    torn = (bytes.len() - at) as u64;
+                    break;
+                }
+                None => {
+                    return Err(StorageError::Corrupt {
+                        what: format!("write-ahead log {} at byte {at}", path.display()),
+                        why: "damaged record before the end of the log".into(),
+                    });
+                }
+            }
+        }
+    }
+    for pair in records.windows(2) {
+        if pair[1].number != pair[0].number + 1 {
+            return Err(StorageError::Corrupt {
+                what: format!("write-ahead log in {}", dir.display()),
+                why: format!(
+                    "record {} follows record {}: records are missing",
+                    pair[1].number, pair[0].number
+                ),
+            });
+        }
+    }
+    Ok((records, torn))
+}
+
+fn parse_record(bytes: &[u8]) -> Option<(Record, usize)> {
+    if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[4..8].try_into().ok()?) as usize;
+    let number = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+    if len > PAYLOAD_BYTES_MAX || bytes.len() < HEADER_BYTES + len {
+        return None;
+    }
+    let payload = &bytes[HEADER_BYTES..HEADER_BYTES + len];
+    if bytes[16..32] != checksum(number, payload) {
+        return None;
+    }
+    Some((
+        Record {
+            number,
+            payload: payload.to_vec(),
+        },
+        HEADER_BYTES + len,
+    ))
+}
+
+/// The open log: appends records, rotates segments at checkpoints.
+pub struct Wal {
+    dir: PathBuf,
+    policy: CheckpointPolicy,
+    /// The segment being appended to and its path, created at the first
+    /// append after a checkpoint.
+    segment: Option<(File, PathBuf)>,
+    /// Segments that a durable redb commit in progress makes obsolete.
+    obsolete: Vec<PathBuf>,
+    next_record: u64,
+    bytes_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    scratch: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens the log in `dir` (created if missing) to append records from
+    /// `next_record` on. Segments already there must hold nothing redb lacks
+    /// (call after recovery); they are deleted at the next checkpoint.
+    pub fn open(
+        dir: &Path,
+        next_record: u64,
+        policy: CheckpointPolicy,
+    ) -> Result<Wal, StorageError> {
+        std::fs::create_dir_all(dir).map_err(io_err("create log dir", dir))?;
+        let obsolete = segments(dir)?.into_iter().map(|(_, p)| p).collect();
+        Ok(Wal {
+            dir: dir.to_owned(),
+            policy,
+            segment: None,
+            obsolete,
+            next_record,
+            bytes_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The number the next record gets.
+    pub fn next_record(&self) -> u64 {
+        self.next_record
+    }
+
+    /// Whether the policy asks for a checkpoint now.
+    pub fn checkpoint_due(&self) -> bool {
+        self.bytes_since_checkpoint >= self.policy.log_bytes_max
+            || (self.bytes_since_checkpoint > 0
+                && self.last_checkpoint.elapsed() >= Duration::from_millis(self.policy.interval_ms))
+    }
+
+    /// Appends record `next_record()` and fsyncs it; returns its number.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, StorageError> {
+        let number = self.next_record;
+        if self.segment.is_none() {
+            let path = segment_path(&self.dir, number);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err("create log segment", &path))?;
+            // The new file's name must survive a crash too.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("sync log dir", &self.dir))?;
+            self.segment = Some((file, path));
+        }
+        let (file, path) = self.segment.as_mut().expect("opened above");
+        self.scratch.clear();
+        self.scratch.extend_from_slice(MAGIC);
+        self.scratch
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.scratch.extend_from_slice(&number.to_le_bytes());
+        self.scratch.extend_from_slice(&checksum(number, payload));
+        file.write_all(&self.scratch)
+            .and_then(|()| file.write_all(payload))
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("append log", path))?;
+        self.next_record += 1;
+        self.bytes_since_checkpoint += (HEADER_BYTES + payload.len()) as u64;
+        Ok(number)
+    }
+
+    /// Called before a durable redb commit: later records go to a new
+    /// segment, and the current ones become obsolete once it is durable.
+    pub fn begin_checkpoint(&mut self) {
+        if let Some((_, path)) = self.segment.take() {
+            self.obsolete.push(path);
+        }
+    }
+
+    /// Called after the durable redb commit: deletes obsolete segments.
+    pub fn end_checkpoint(&mut self) {
+        for path in self.obsolete.drain(..) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete an obsolete log segment");
+            }
+        }
+        self.bytes_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+    }
+}
+
+/// The log directory that belongs to the database file `db_path`.
+pub fn dir_for(db_path: &Path) -> PathBuf {
+    let mut name = db_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".wal");
+    db_path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CheckpointPolicy {
+        CheckpointPolicy::default()
+    }
+
+    fn payload(i: u64) -> Vec<u8> {
+        let mut redo = Redo::default();
+        redo.state(format!("key-{i}").as_bytes(), Some(&i.to_le_bytes()));
+        redo.journal(1, i, b"entry");
+        redo.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn records_come_back_in_order_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
+        for i in 1..=3 {
+            assert_eq!(wal.append(&payload(i)).unwrap(), i);
+        }
+        wal.begin_checkpoint(); // later records go to a second segment
+        for i in 4..=5 {
+            wal.append(&payload(i)).unwrap();
+        }
+        assert_eq!(segments(dir.path()).unwrap().len(), 2);
+        let (records, torn) = read_all(dir.path()).unwrap();
+        assert_eq!(torn, 0);
+        let numbers: Vec<u64> = records.iter().map(|r| r.number).collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5]);
+        assert_eq!(records[3].payload, payload(4));
+        wal.end_checkpoint(); // the first segment is obsolete now
+        let (records, _) = read_all(dir.path()).unwrap();
+        assert_eq!(records.iter().map(|r| r.number).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_at_every_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
+        wal.append(&payload(1)).unwrap();
+        wal.append(&payload(2)).unwrap();
+        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+        let full = std::fs::read(&path).unwrap();
+        let first_len = HEADER_BYTES + payload(1).len();
+        for cut in first_len..full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let (records, torn) = read_all(dir.path()).unwrap();
+            assert_eq!(records.len(), 1, "cut at {cut}");
+            assert_eq!(torn, (cut - first_len) as u64);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_record_cuts_it_but_elsewhere_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
+        wal.append(&payload(1)).unwrap();
+        wal.begin_checkpoint();
+        wal.append(&payload(2)).unwrap();
+        let segs = segments(dir.path()).unwrap();
+        // Last segment: a damaged record is the torn end of the log.
+        let mut last = std::fs::read(&segs[1].1).unwrap();
+        let n = last.len();
+        last[n - 1] ^= 1;
+        std::fs::write(&segs[1].1, &last).unwrap();
+        let (records, torn) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(torn, n as u64);
+        // Earlier segment: damage before the end of the log is refused.
+        let mut first = std::fs::read(&segs[0].1).unwrap();
+        first[HEADER_BYTES] ^= 1;
+        std::fs::write(&segs[0].1, &first).unwrap();
+        let err = read_all(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("damaged record"), "{err}");
+    }
+
+    #[test]
+    fn a_gap_in_the_numbers_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
+        wal.append(&payload(1)).unwrap();
+        wal.begin_checkpoint();
+        let mut later = Wal::open(dir.path(), 3, policy()).unwrap();
+        later.append(&payload(3)).unwrap();
+        let err = read_all(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("records are missing"), "{err}");
+    }
+
+    #[test]
+    fn checkpoints_fall_due_by_bytes_and_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(
+            dir.path(),
+            1,
+            CheckpointPolicy {
+                interval_ms: 3_600_000,
+                log_bytes_max: 100,
+            },
+        )
+        .unwrap();
+        assert!(!wal.checkpoint_due(), "nothing logged");
+        wal.append(&[0; 10]).unwrap();
+        assert!(!wal.checkpoint_due());
+        wal.append(&[0; 100]).unwrap();
+        assert!(wal.checkpoint_due(), "over the byte budget");
+        wal.begin_checkpoint();
+        wal.end_checkpoint();
+        assert!(!wal.checkpoint_due());
+        let mut timed = Wal::open(
+            dir.path(),
+            10,
+            CheckpointPolicy {
+                interval_ms: 0,
+                log_bytes_max: u64::MAX,
+            },
+        )
+        .unwrap();
+        assert!(!timed.checkpoint_due(), "an idle log needs no checkpoint");
+        timed.append(&[1]).unwrap();
+        assert!(timed.checkpoint_due());
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        for bad in [
+            &[9u8][..],
+            &[OP_PUT, 5, 0, 0, 0, 1],
+            &[OP_JOURNAL, 1, 0],
+            &[OP_PLUGIN, 2, 0, 0, 0, 0xff, 0xfe, 0, 0, 0, 0],
+        ] {
+            let txn = db.begin_write().unwrap();
+            assert!(apply(&txn, 1, bad).is_err(), "{bad:?}");
+        }
+    }
+}
