@@ -23,7 +23,7 @@ const B: TableDefinition<u64, u64> = TableDefinition::new("b");
 const C: TableDefinition<u64, &[u8]> = TableDefinition::new("c");
 
 fn main() {
-    let commands = env_usize("KEEL_BENCH_COMMANDS", 100_000);
+    let commands = env_usize("KEEL_BENCH_COMMANDS", 300_000);
     let in_flight = env_usize("KEEL_BENCH_IN_FLIGHT", 4096);
     let baseline_commands = env_usize("KEEL_BENCH_BASELINE_COMMANDS", 3_000);
 
@@ -56,6 +56,7 @@ fn main() {
     let keel_elapsed = start.elapsed();
     let keel_rate = per_second(commands, keel_elapsed);
     let keel = Latencies::new(latencies);
+    let checkpoints = host.db().checkpoints();
 
     // Baseline: one durable redb transaction per command, same three rows.
     let dir = tempfile::tempdir().unwrap();
@@ -105,6 +106,10 @@ fn main() {
         base_rate,
         base.p50_us(),
         base.p99_us()
+    );
+    println!(
+        "keel: {checkpoints} checkpoints (durable redb commits) during the run, {:.1} s",
+        keel_elapsed.as_secs_f64()
     );
     println!(
         "ratio keel / per-command commit: {:.1}x (goal >= 20x)",

@@ -206,7 +206,7 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.checkpoint.interval_ms, 5000);
         assert_eq!(config.checkpoint.log_bytes_max, 64 << 20);
-        assert_eq!(config.batch.max_commands, 1024);
+        assert_eq!(config.batch.max_commands, 4096);
         assert_eq!(config.plugins.len(), 5);
     }
 

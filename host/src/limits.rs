@@ -39,7 +39,7 @@ pub const INSTANCE_MEMORY_BYTES_MAX: usize = 64 << 20;
 /// Wasm stack per call, in bytes.
 pub const WASM_STACK_BYTES_MAX: usize = 512 << 10;
 /// Most commands in one group commit (default).
-pub const BATCH_COMMANDS_MAX: usize = 1024;
+pub const BATCH_COMMANDS_MAX: usize = 4096;
 /// Commands waiting per plugin before submissions are refused as overloaded.
 pub const QUEUE_COMMANDS_MAX: usize = 65_536;
 /// Longest plugin name, in bytes.

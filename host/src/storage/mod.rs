@@ -258,6 +258,12 @@ impl Db {
         self.inner.recovered
     }
 
+    /// Checkpoints (durable redb commits retiring the write-ahead log)
+    /// since the database was opened.
+    pub fn checkpoints(&self) -> u64 {
+        self.wal().map_or(0, |w| w.checkpoints())
+    }
+
     /// The write-ahead log, locked, if this database keeps one.
     pub(crate) fn wal(&self) -> Option<MutexGuard<'_, wal::Wal>> {
         self.inner

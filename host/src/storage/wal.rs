@@ -338,6 +338,7 @@ pub struct Wal {
     next_record: u64,
     bytes_since_checkpoint: u64,
     last_checkpoint: Instant,
+    checkpoints: u64,
     scratch: Vec<u8>,
 }
 
@@ -360,6 +361,7 @@ impl Wal {
             next_record,
             bytes_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            checkpoints: 0,
             scratch: Vec::new(),
         })
     }
@@ -425,6 +427,12 @@ impl Wal {
         }
         self.bytes_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        self.checkpoints += 1;
+    }
+
+    /// Checkpoints completed since the log was opened.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
     }
 }
 
