@@ -2,13 +2,35 @@
 //! imports WASI 0.2) runs, and sees nothing that could differ on replay —
 //! clocks read the journaled timestamp, random is seeded from the plugin and
 //! the sequence, the environment is empty, and there is no filesystem and
-//! no network.
+//! no network; what it prints goes into the host's log.
+
+use std::sync::{Arc, Mutex};
 
 use keel_tests::{TestHost, plugins};
 use serde_json::json;
 
+/// Everything the host logs, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn a_wasip2_component_sees_a_sealed_deterministic_world() {
+    let log = Captured::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
     let t = TestHost::new();
     t.deploy_file(plugins::WASI_PROBE);
     let a = t.call("wasi-probe", json!("probe")).unwrap();
