@@ -120,6 +120,15 @@ fn sigkill_at_random_moments_loses_no_acknowledged_command() {
         };
 
         server.restart();
+        // The replay check above opened the database first and recovered it.
+        let metrics = server.get("/metrics").unwrap();
+        assert!(
+            metrics
+                .as_str()
+                .unwrap()
+                .contains("keel_recovered_batches 0"),
+            "{metrics}"
+        );
         let status = server.plugin_status("counter");
         assert_eq!(status["state_hash"], json!(stored_hash), "cycle {cycle}");
         let all = server.query("counter", &json!("list")).unwrap();

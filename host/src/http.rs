@@ -230,6 +230,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
         "keel_durability_immediate {}\n",
         u8::from(immediate)
     ));
+    out.push_str("# HELP keel_checkpoints_total Durable redb commits that retired the write-ahead log since start.\n");
+    out.push_str("# TYPE keel_checkpoints_total counter\n");
+    out.push_str(&format!(
+        "keel_checkpoints_total {}\n",
+        app.host.db().checkpoints()
+    ));
+    out.push_str(
+        "# HELP keel_recovered_batches Group commits the write-ahead log brought back at start.\n",
+    );
+    out.push_str("# TYPE keel_recovered_batches gauge\n");
+    out.push_str(&format!(
+        "keel_recovered_batches {}\n",
+        status.recovered_batches
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
