@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
+mod alloc;
 mod backend;
 pub mod context;
 mod error;
@@ -33,6 +35,13 @@ pub mod bindings {
         __link_custom_section_describing_imports();
     }
 }
+
+/// Inside a component (single-threaded wasm), small blocks are recycled
+/// through a bounded cache in front of the standard allocator (see
+/// `alloc.rs`). A plugin must not declare its own global allocator.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::CachingAlloc = alloc::CachingAlloc::new();
 
 pub use context::{Level, log, sequence, timestamp_ms};
 pub use error::{Error, StorageError};
