@@ -1,9 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
+mod alloc;
 mod backend;
 pub mod context;
 mod error;
+#[doc(hidden)]
+pub mod export;
 pub mod key;
 mod plugin;
 pub mod table;
@@ -13,14 +17,31 @@ pub mod testing;
 #[doc(hidden)]
 pub mod bindings {
     //! The one `wit_bindgen::generate!` site of Keel. Plugins never call it.
+    //!
+    //! The exports are written by [`crate::export!`] (see `export.rs`), not
+    //! by wit-bindgen's export macro, so the world's type section (imports
+    //! and exports) is emitted here, in this crate, and kept in the final
+    //! module by [`link_component_type`].
     wit_bindgen::generate!({
         world: "plugin",
         path: "../wit",
-        pub_export_macro: true,
-        export_macro_name: "__export_keel_world",
-        default_bindings_module: "keel_guest::bindings",
     });
+
+    /// Makes the linker keep this crate's `component-type` custom section
+    /// (the world `wasm-component-ld` turns the module into a component of).
+    /// The exports call it.
+    #[inline(never)]
+    pub fn link_component_type() {
+        __link_custom_section_describing_imports();
+    }
 }
+
+/// Inside a component (single-threaded wasm), small blocks are recycled
+/// through a bounded cache in front of the standard allocator (see
+/// `alloc.rs`). A plugin must not declare its own global allocator.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::CachingAlloc = alloc::CachingAlloc::new();
 
 pub use context::{Level, log, sequence, timestamp_ms};
 pub use error::{Error, StorageError};
@@ -45,9 +66,6 @@ macro_rules! export {
     ($plugin:ty) => {
         // Natively (tests, benchmarks) there is no component to export from.
         #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type KeelPluginAdapter = $crate::Adapter<$plugin>;
-            $crate::bindings::__export_keel_world!(KeelPluginAdapter with_types_in $crate::bindings);
-        };
+        $crate::__export_guest!($crate::Adapter<$plugin>);
     };
 }
