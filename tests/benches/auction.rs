@@ -25,6 +25,7 @@ use std::time::Instant;
 use keel_guest::testing::{Dump, Harness};
 use keel_plugin_auction::workload::{self, Shape};
 use keel_plugin_auction::{Auction, Command, Config};
+use keel_tests::bench::{env, pipelined, submit_all, timed};
 use keel_tests::{TestHost, plugins};
 use serde_json::json;
 
@@ -75,21 +76,7 @@ fn native(
     for cmd in market {
         h.handle_json(std::str::from_utf8(cmd).unwrap()).unwrap();
     }
-    let texts: Vec<&str> = commands
-        .iter()
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let mut latencies_us = Vec::with_capacity(commands.len());
-    let mut refused = 0;
-    let start = Instant::now();
-    for text in texts {
-        let t0 = Instant::now();
-        if h.handle_json(text).is_err() {
-            refused += 1;
-        }
-        latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, latencies_us, refused) = timed(commands, |text| h.handle_json(text).is_ok());
     let stats = h.query_json(r#""stats""#).unwrap();
     let mut per_kind = PerKind::new();
     for (kind, us) in kinds.iter().zip(&latencies_us) {
@@ -112,16 +99,8 @@ fn native(
 fn host(market: &[Vec<u8>], commands: &[Vec<u8>], in_flight: usize) -> (Run, TestHost) {
     let t = TestHost::new();
     t.deploy_file(plugins::AUCTION);
-    let h = t.host();
-    let pending: Vec<_> = market
-        .iter()
-        .map(|c| h.submit_pipelined("auction", c).unwrap())
-        .collect();
-    for rx in pending {
-        rx.blocking_recv().unwrap().unwrap();
-    }
-    let (seconds, latencies_us, refused) =
-        keel_tests::bench::pipelined(h, "auction", commands, in_flight);
+    submit_all(t.host(), "auction", market);
+    let (seconds, latencies_us, refused) = pipelined(t.host(), "auction", commands, in_flight);
     (
         Run {
             seconds,
@@ -186,8 +165,6 @@ fn without_jobs(tables: Tables) -> Tables {
         .filter(|((table, _), _)| table != "jobs")
         .collect()
 }
-
-use keel_tests::bench::env;
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.

@@ -30,7 +30,6 @@
 //! `KEEL_BENCH_COMMITTEES=4,50`; `KEEL_BENCH_DURABILITY=relaxed` is a
 //! diagnostic (no fsync) that isolates the cost of the fsyncs.
 
-use std::sync::mpsc;
 use std::time::Instant;
 
 use keel_guest::testing::Harness;
@@ -164,37 +163,13 @@ fn native(n: usize, certs: usize, commands: &[Vec<u8>]) -> (Run, Metadata) {
     )
 }
 
-type Ack = Box<dyn FnOnce() + Send>;
-
 fn host(t: &TestHost, certs: usize, commands: &[Vec<u8>], in_flight: usize) -> Run {
-    let h = t.host();
-    let (tx, rx) = mpsc::sync_channel::<(Instant, Ack)>(in_flight);
-    let collector = std::thread::spawn(move || {
-        let mut latencies_us = Vec::new();
-        for (t0, ack) in rx {
-            ack();
-            latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
-        latencies_us
-    });
-    let start = Instant::now();
-    for cmd in commands {
-        let t0 = Instant::now();
-        let receipt = h.submit_pipelined("dag", cmd).unwrap();
-        let ack: Ack = Box::new(move || {
-            let receipt = receipt
-                .blocking_recv()
-                .expect("acknowledged")
-                .expect("a valid insert");
-            all_inserted(&receipt.response);
-        });
-        tx.send((t0, ack)).unwrap();
-    }
-    drop(tx);
-    let latencies_us = collector.join().unwrap();
+    let (seconds, latencies_us, refused) =
+        keel_tests::bench::pipelined_checked(t.host(), "dag", commands, in_flight, all_inserted);
+    assert_eq!(refused, 0, "every insert is valid");
     Run {
         certs,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         latencies_us,
     }
 }

@@ -19,25 +19,12 @@ use std::time::Instant;
 
 use keel_guest::testing::{Dump, Harness};
 use keel_plugin_perp::Perp;
+use keel_tests::bench::{Rng, env, pipelined, submit_all, timed};
 use keel_tests::{TestHost, plugins};
 use serde_json::{Value, json};
 
 const USERS: usize = 200;
 const MARKETS: [(&str, i64); 4] = [("BTC", 50_000), ("ETH", 3_000), ("SOL", 150), ("DOGE", 10)];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn setup() -> Vec<Value> {
     let mut out: Vec<Value> = MARKETS
@@ -160,21 +147,7 @@ fn native(commands: &[Vec<u8>]) -> (Run, Dump) {
     for cmd in setup() {
         h.handle_json(&cmd.to_string()).unwrap();
     }
-    let texts: Vec<&str> = commands
-        .iter()
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let mut latencies_us = Vec::with_capacity(commands.len());
-    let mut refused = 0;
-    let start = Instant::now();
-    for text in texts {
-        let t0 = Instant::now();
-        if h.handle_json(text).is_err() {
-            refused += 1;
-        }
-        latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, latencies_us, refused) = timed(commands, |text| h.handle_json(text).is_ok());
     (
         Run {
             seconds,
@@ -188,19 +161,9 @@ fn native(commands: &[Vec<u8>]) -> (Run, Dump) {
 fn host(commands: &[Vec<u8>], in_flight: usize) -> (Run, TestHost) {
     let t = TestHost::new();
     t.deploy_file(plugins::PERP);
-    let h = t.host();
-    let mut pending = Vec::new();
-    for cmd in setup() {
-        pending.push(
-            h.submit_pipelined("perp", cmd.to_string().as_bytes())
-                .unwrap(),
-        );
-    }
-    for rx in pending {
-        rx.blocking_recv().unwrap().unwrap();
-    }
-    let (seconds, latencies_us, refused) =
-        keel_tests::bench::pipelined(h, "perp", commands, in_flight);
+    let setup: Vec<Vec<u8>> = setup().iter().map(|c| c.to_string().into_bytes()).collect();
+    submit_all(t.host(), "perp", &setup);
+    let (seconds, latencies_us, refused) = pipelined(t.host(), "perp", commands, in_flight);
     (
         Run {
             seconds,
@@ -236,8 +199,6 @@ fn redb_per_write(writes: usize) -> Run {
         refused: 0,
     }
 }
-
-use keel_tests::bench::env;
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.

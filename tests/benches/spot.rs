@@ -19,7 +19,6 @@
 //! (limit through the spread, IOC, market, FOK), ~15 % cancels of live orders.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use keel_guest::testing::Harness;
@@ -28,6 +27,7 @@ use keel_plugin_spot::api::{
     Answer, Cancel, Command, CreateMarket, OrderKind, Place, Query, Response, Side, Status,
     Transfer,
 };
+use keel_tests::bench::{Rng, env, pipelined, submit_all, timed};
 use keel_tests::{TestHost, plugins};
 use serde_json::{Value, json};
 
@@ -36,20 +36,6 @@ const MARKETS: u32 = 4;
 const TICK: u64 = 5;
 const LOT: u64 = 10;
 const MID_TICKS: u64 = 10_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn setup() -> Vec<Command> {
     let mut out = Vec::new();
@@ -92,10 +78,7 @@ fn harness_at(base: u64) -> Harness<Spot> {
 /// Generates the measured stream by running it through the plugin natively
 /// (unmeasured), so that cancels target orders that are still live.
 fn workload(base: u64, n: usize) -> (Vec<Vec<u8>>, Vec<&'static str>) {
-    let mut h = harness_at(base);
-    for cmd in setup() {
-        h.handle(cmd).unwrap();
-    }
+    let mut h = harness_with_setup(base);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut mids = vec![MID_TICKS; MARKETS as usize];
     let mut live: Vec<(u64, u64)> = Vec::new();
@@ -234,28 +217,20 @@ fn fingerprint(query: impl Fn(Value) -> Value) -> Vec<Value> {
     out
 }
 
-/// (2) natively: the Harness, JSON in and out.
-fn native(base: u64, commands: &[Vec<u8>]) -> (Run, Vec<Value>) {
+/// A Harness at `base` with the markets and deposits in place.
+fn harness_with_setup(base: u64) -> Harness<Spot> {
     let mut h = harness_at(base);
     for cmd in setup() {
         h.handle(cmd).unwrap();
     }
-    let texts: Vec<&str> = commands
-        .iter()
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let mut latencies_us = Vec::with_capacity(texts.len());
-    let mut refused = 0;
+    h
+}
+
+/// (2) natively: the Harness, JSON in and out.
+fn native(base: u64, commands: &[Vec<u8>]) -> (Run, Vec<Value>) {
+    let mut h = harness_with_setup(base);
     let cpu = cpu_seconds();
-    let start = Instant::now();
-    for text in texts {
-        let t0 = Instant::now();
-        if h.handle_json(text).is_err() {
-            refused += 1;
-        }
-        latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, latencies_us, refused) = timed(commands, |text| h.handle_json(text).is_ok());
     let cpu_seconds = cpu_seconds() - cpu;
     let fp = fingerprint(|q| h.query_json(&q.to_string()).unwrap());
     (
@@ -270,57 +245,18 @@ fn native(base: u64, commands: &[Vec<u8>]) -> (Run, Vec<Value>) {
     )
 }
 
-type Ack = Box<dyn FnOnce() -> bool + Send>;
-
 /// (1) through the host: durable group commit, pipelined.
 fn host(t: &TestHost, commands: &[Vec<u8>], in_flight: usize) -> Run {
-    let h = t.host();
-    let pending: Vec<_> = setup()
+    let setup: Vec<Vec<u8>> = setup()
         .iter()
-        .map(|c| {
-            h.submit_pipelined("spot", &serde_json::to_vec(c).unwrap())
-                .unwrap()
-        })
+        .map(|c| serde_json::to_vec(c).unwrap())
         .collect();
-    for rx in pending {
-        rx.blocking_recv().unwrap().unwrap();
-    }
-    // The submitter keeps up to `in_flight` commands queued; the collector
-    // waits for acknowledgements in order (commits are in order) and
-    // timestamps each one.
-    let (tx, rx) = mpsc::sync_channel::<(Instant, Ack)>(in_flight);
-    let collector = std::thread::spawn(move || {
-        let mut latencies_us = Vec::new();
-        let mut refused = 0;
-        for (t0, ack) in rx {
-            if !ack() {
-                refused += 1;
-            }
-            latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
-        (latencies_us, refused)
-    });
+    submit_all(t.host(), "spot", &setup);
     let cpu = cpu_seconds();
-    let start = Instant::now();
-    for cmd in commands {
-        let t0 = Instant::now();
-        let receipt = h.submit_pipelined("spot", cmd).unwrap();
-        let ack: Ack = Box::new(
-            move || match receipt.blocking_recv().expect("acknowledged") {
-                Ok(_) => true,
-                Err(e) => {
-                    assert!(e.sequence().is_some(), "not journaled: {e}");
-                    false
-                }
-            },
-        );
-        tx.send((t0, ack)).unwrap();
-    }
-    drop(tx);
-    let (latencies_us, refused) = collector.join().unwrap();
+    let (seconds, latencies_us, refused) = pipelined(t.host(), "spot", commands, in_flight);
     Run {
         orders: commands.len(),
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         cpu_seconds: cpu_seconds() - cpu,
         latencies_us,
         refused,
@@ -333,27 +269,13 @@ fn redb_per_order(base: u64, commands: &[Vec<u8>]) -> Run {
     const ORDERS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("orders");
     let dir = tempfile::tempdir().unwrap();
     let db = redb::Database::create(dir.path().join("baseline.redb")).unwrap();
-    let mut h = harness_at(base);
-    for cmd in setup() {
-        h.handle(cmd).unwrap();
-    }
-    let texts: Vec<&str> = commands
-        .iter()
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let mut latencies_us = Vec::with_capacity(texts.len());
-    let mut refused = 0;
+    let mut h = harness_with_setup(base);
     let cpu = cpu_seconds();
-    let start = Instant::now();
-    for text in texts {
-        let t0 = Instant::now();
+    let (seconds, latencies_us, refused) = timed(commands, |text| {
         let outcome = h.handle_json(text);
         let state = match &outcome {
             Ok(v) => serde_json::to_vec(v).unwrap(),
-            Err(e) => {
-                refused += 1;
-                e.code.clone().into_bytes()
-            }
+            Err(e) => e.code.clone().into_bytes(),
         };
         let txn = db.begin_write().unwrap();
         {
@@ -361,18 +283,16 @@ fn redb_per_order(base: u64, commands: &[Vec<u8>]) -> Run {
             table.insert(h.sequence(), state.as_slice()).unwrap();
         }
         txn.commit().unwrap();
-        latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
+        outcome.is_ok()
+    });
     Run {
         orders: commands.len(),
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         cpu_seconds: cpu_seconds() - cpu,
         latencies_us,
         refused,
     }
 }
-
-use keel_tests::bench::env;
 
 fn main() {
     // `cargo bench` passes `--bench`; arguments are ignored.

@@ -1,12 +1,14 @@
-//! The measuring loop shared by the plugin benchmarks: keep up to
+//! What the plugin benchmarks share: the pipelined host loop (keep up to
 //! `in_flight` commands queued through [`keel_host::Host::submit_pipelined`]
 //! while a collector thread waits for each durable acknowledgement in order
-//! (commits are in order) and timestamps it.
+//! — commits are in order — and timestamps it), the timed native loop, the
+//! set-up submission and the deterministic command-stream generator.
 
 use std::sync::mpsc;
 use std::time::Instant;
 
-type Ack = Box<dyn FnOnce() -> bool + Send>;
+/// Waits for one acknowledgement: the response, or `None` if refused.
+type Ack = Box<dyn FnOnce() -> Option<Vec<u8>> + Send>;
 
 /// Submits `commands` to `plugin` with at most `in_flight` waiting; returns
 /// (wall seconds, per-command submit→ack latency in µs, commands refused).
@@ -17,15 +19,29 @@ pub fn pipelined(
     commands: &[Vec<u8>],
     in_flight: usize,
 ) -> (f64, Vec<f64>, usize) {
+    pipelined_checked(host, plugin, commands, in_flight, |_| {})
+}
+
+/// [`pipelined`], with `check` run on every accepted command's response
+/// (on the collector thread, outside the timed submit→ack span).
+pub fn pipelined_checked(
+    host: &keel_host::Host,
+    plugin: &str,
+    commands: &[Vec<u8>],
+    in_flight: usize,
+    check: fn(&[u8]),
+) -> (f64, Vec<f64>, usize) {
     let (tx, rx) = mpsc::sync_channel::<(Instant, Ack)>(in_flight);
     let collector = std::thread::spawn(move || {
         let mut latencies_us = Vec::new();
         let mut refused = 0;
         for (t0, ack) in rx {
-            if !ack() {
-                refused += 1;
-            }
+            let response = ack();
             latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
+            match response {
+                Some(response) => check(&response),
+                None => refused += 1,
+            }
         }
         (latencies_us, refused)
     });
@@ -35,10 +51,10 @@ pub fn pipelined(
         let receipt = host.submit_pipelined(plugin, cmd).expect("submitted");
         let ack: Ack = Box::new(
             move || match receipt.blocking_recv().expect("acknowledged") {
-                Ok(_) => true,
+                Ok(receipt) => Some(receipt.response),
                 Err(e) => {
                     assert!(e.sequence().is_some(), "not journaled: {e}");
-                    false
+                    None
                 }
             },
         );
@@ -55,4 +71,58 @@ pub fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Submits `commands` to `plugin` at once and waits until every one is
+/// committed (the set-up before a measured stream); panics on a refusal.
+pub fn submit_all(host: &keel_host::Host, plugin: &str, commands: &[Vec<u8>]) {
+    let pending: Vec<_> = commands
+        .iter()
+        .map(|c| host.submit_pipelined(plugin, c).expect("submitted"))
+        .collect();
+    for rx in pending {
+        rx.blocking_recv()
+            .expect("acknowledged")
+            .expect("set-up command accepted");
+    }
+}
+
+/// Times `handle` on each command in turn (the native paths); `handle`
+/// says whether the command was accepted. Returns (wall seconds,
+/// per-command latency in µs, commands refused).
+pub fn timed(commands: &[Vec<u8>], mut handle: impl FnMut(&str) -> bool) -> (f64, Vec<f64>, usize) {
+    let texts: Vec<&str> = commands
+        .iter()
+        .map(|c| std::str::from_utf8(c).expect("commands are JSON text"))
+        .collect();
+    let mut latencies_us = Vec::with_capacity(texts.len());
+    let mut refused = 0;
+    let start = Instant::now();
+    for text in texts {
+        let t0 = Instant::now();
+        if !handle(text) {
+            refused += 1;
+        }
+        latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    (start.elapsed().as_secs_f64(), latencies_us, refused)
+}
+
+/// A xorshift64 generator: the same command stream on every run.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
 }
