@@ -55,8 +55,8 @@ pub struct Batch {
     /// The redo record for the write-ahead log, when there is one.
     redo: Option<Redo>,
     redo_at_command_start: usize,
-    /// Set when the batch must commit durably in redb (it stores a
-    /// component: too large and too rare for the log).
+    /// Set when the batch must commit durably in redb: it stores a
+    /// component, or it is an explicit checkpoint.
     durable_commit: bool,
 }
 
@@ -226,9 +226,16 @@ impl Batch {
         })
     }
 
-    /// Stores component bytes under their hash (idempotent).
-    pub fn put_module(&mut self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+    /// Makes this batch commit durably in redb itself (a checkpoint), not
+    /// through the write-ahead log.
+    pub(crate) fn require_durable_commit(&mut self) {
         self.durable_commit = true;
+    }
+
+    /// Stores component bytes under their hash (idempotent); the batch then
+    /// commits durably in redb (too large and too rare for the log).
+    pub fn put_module(&mut self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+        self.require_durable_commit();
         self.cell.with_dependent_mut(|txn, _| {
             let mut table = txn.open_table(MODULES).map_err(redb_err("open modules"))?;
             if table
@@ -261,10 +268,11 @@ impl Batch {
         Ok(max)
     }
 
-    /// Writes the journal entries and commits with the configured
-    /// durability: through the write-ahead log (append + fsync, then a redb
-    /// commit without fsync), as a durable redb commit when a checkpoint is
-    /// due or the batch stores a component, or without any fsync (relaxed).
+    /// Writes the journal entries and commits: as a durable redb commit
+    /// when a checkpoint is due or required (a component stored, an
+    /// explicit checkpoint); otherwise through the write-ahead log (append +
+    /// fsync, then a redb commit without fsync), or without any fsync
+    /// (relaxed durability).
     /// On failure the database refuses further writes.
     pub fn commit(self) -> Result<(), StorageError> {
         let db = self.db.clone();
@@ -279,13 +287,8 @@ impl Batch {
         let db = self.db.clone();
         let journal = std::mem::take(&mut self.journal);
         let mut wal = db.wal();
-        let checkpoint = wal
-            .as_ref()
-            .is_some_and(|w| self.durable_commit || w.checkpoint_due());
-        let logged_as = wal
-            .as_ref()
-            .filter(|_| !checkpoint)
-            .map(|w| w.next_record());
+        let durable = self.durable_commit || wal.as_ref().is_some_and(|w| w.checkpoint_due());
+        let logged_as = wal.as_ref().filter(|_| !durable).map(|w| w.next_record());
         let redo = &mut self.redo;
         self.cell
             .with_dependent_mut(|txn, _| -> Result<(), StorageError> {
@@ -307,23 +310,23 @@ impl Batch {
             })?;
         let redo = self.redo.take();
         let mut txn = self.cell.into_owner();
-        match wal.as_mut() {
-            None => {}
-            Some(w) if checkpoint => {
-                txn.set_durability(redb::Durability::Immediate)
-                    .map_err(|e| StorageError::Corrupt {
-                        what: "durability".into(),
-                        why: e.to_string(),
-                    })?;
+        if durable {
+            // A checkpoint: redb's own durable commit, which also retires
+            // the log written before it.
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| StorageError::Corrupt {
+                    what: "durability".into(),
+                    why: e.to_string(),
+                })?;
+            if let Some(w) = wal.as_mut() {
                 w.begin_checkpoint();
             }
-            Some(w) => {
-                let redo = redo.expect("a logged batch keeps a redo record");
-                w.append(redo.as_bytes())?;
-            }
+        } else if let Some(w) = wal.as_mut() {
+            let redo = redo.expect("a logged batch keeps a redo record");
+            w.append(redo.as_bytes())?;
         }
         txn.commit().map_err(redb_err("commit"))?;
-        if let Some(w) = wal.as_mut().filter(|_| checkpoint) {
+        if let Some(w) = wal.as_mut().filter(|_| durable) {
             w.end_checkpoint();
         }
         Ok(())

@@ -53,7 +53,8 @@ pub enum Durability {
     /// acknowledged (through the write-ahead log, see [`wal`]).
     #[default]
     Immediate,
-    /// Commits are not fsynced: a crash may lose acknowledged commands.
+    /// Command batches are not fsynced (deployments and the checkpoint at
+    /// clean shutdown still are): a crash may lose acknowledged commands.
     /// Only by explicit configuration, and named in every status output.
     Relaxed,
 }
@@ -276,31 +277,9 @@ impl Db {
     /// the write-ahead log before it (also done by policy during batches).
     /// Call on clean shutdown so that the next start has nothing to recover.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
-        if self.inner.poisoned.load(Ordering::Acquire) {
-            return Err(StorageError::Poisoned);
-        }
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(redb_err("begin write"))?;
-        let Some(mut wal) = self.wal() else {
-            return txn.commit().map_err(redb_err("checkpoint"));
-        };
-        {
-            // A write, so that the commit is never an empty one.
-            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
-            let applied = wal.next_record() - 1;
-            meta.insert(wal::APPLIED_KEY, applied.to_le_bytes().as_slice())
-                .map_err(redb_err("write meta"))?;
-        }
-        wal.begin_checkpoint();
-        txn.commit().map_err(|e| {
-            self.poison();
-            redb_err("checkpoint")(e)
-        })?;
-        wal.end_checkpoint();
-        Ok(())
+        let mut batch = self.begin_batch()?;
+        batch.require_durable_commit();
+        batch.commit()
     }
 
     /// The configured durability.
@@ -439,26 +418,8 @@ fn recover(db: &redb::Database, dir: &Path) -> Result<(u64, u64), StorageError> 
             "recovered group commits from the write-ahead log"
         );
     }
-    for entry in std::fs::read_dir(dir).map_err(|source| StorageError::Log {
-        op: "list",
-        path: dir.display().to_string(),
-        source,
-    })? {
-        let path = entry
-            .map_err(|source| StorageError::Log {
-                op: "list",
-                path: dir.display().to_string(),
-                source,
-            })?
-            .path();
-        if path.extension().is_some_and(|e| e == "wal") {
-            std::fs::remove_file(&path).map_err(|source| StorageError::Log {
-                op: "delete recovered segment",
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
-    }
+    // Everything the log held is durable in redb now.
+    wal::delete_segments(dir)?;
     Ok((last + 1, pending.len() as u64))
 }
 

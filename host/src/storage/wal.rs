@@ -251,6 +251,14 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     Ok(out)
 }
 
+/// Deletes every segment in `dir` (after recovery made them durable in redb).
+pub fn delete_segments(dir: &Path) -> Result<(), StorageError> {
+    for (_, path) in segments(dir)? {
+        std::fs::remove_file(&path).map_err(io_err("delete recovered segment", &path))?;
+    }
+    Ok(())
+}
+
 /// One record read back.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Record {
