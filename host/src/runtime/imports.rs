@@ -69,15 +69,13 @@ pub struct HostState {
     pub(crate) plugin: Arc<str>,
     pub(crate) plugin_id: u32,
     pub(crate) storage: StorageAccess,
-    pub(crate) sequence: u64,
-    pub(crate) timestamp_ms: u64,
     pub(crate) limits: Limits,
     pub(crate) resources: ResourceTable,
     pub(crate) cursors_open: usize,
     pub(crate) memory: MemoryCap,
     /// The storage failure that trapped the current call, if any.
     pub(crate) fault: Option<StorageError>,
-    /// Sequence and timestamp as the sealed WASI reads them.
+    /// The call's sequence and timestamp (Keel's context and the sealed WASI).
     pub(crate) clock: super::wasi::CallClock,
     wasi: wasmtime_wasi::WasiCtx,
 }
@@ -101,8 +99,6 @@ impl HostState {
             plugin,
             plugin_id,
             storage: StorageAccess::None,
-            sequence: 0,
-            timestamp_ms: 0,
             memory: MemoryCap {
                 max_bytes: limits.memory_bytes_max,
                 hit: false,
@@ -285,11 +281,11 @@ impl tables::HostCursor for HostState {
 
 impl context::Host for HostState {
     fn sequence(&mut self) -> wasmtime::Result<u64> {
-        Ok(self.sequence)
+        Ok(self.clock.sequence())
     }
 
     fn timestamp_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(self.timestamp_ms)
+        Ok(self.clock.timestamp_ms())
     }
 
     fn log(&mut self, level: context::Level, message: String) -> wasmtime::Result<()> {
@@ -303,7 +299,7 @@ impl context::Host for HostState {
             message.push_str("…[truncated]");
         }
         let plugin = &*self.plugin;
-        let seq = self.sequence;
+        let seq = self.clock.sequence();
         match level {
             context::Level::Trace => tracing::trace!(plugin, seq, "{message}"),
             context::Level::Debug => tracing::debug!(plugin, seq, "{message}"),

@@ -132,10 +132,7 @@ impl PluginInstance {
 
     /// Sets the sequence and timestamp the next call sees.
     pub fn set_context(&mut self, sequence: u64, timestamp_ms: u64) {
-        let data = self.store.data_mut();
-        data.sequence = sequence;
-        data.timestamp_ms = timestamp_ms;
-        data.clock.set(sequence, timestamp_ms);
+        self.store.data().clock.set(sequence, timestamp_ms);
     }
 
     fn prepare(&mut self) -> Result<(), CallError> {
@@ -162,7 +159,7 @@ impl PluginInstance {
         let fault = data.fault.take();
         let oom = data.memory.hit;
         let storage = std::mem::replace(&mut data.storage, StorageAccess::None);
-        let (sequence, timestamp_ms) = (data.sequence, data.timestamp_ms);
+        let clock = data.clock.clone();
         // Never reuse a trapped instance: a fresh store, instantiated on the next call.
         self.store = new_store(
             self.store.engine(),
@@ -173,9 +170,7 @@ impl PluginInstance {
         self.bindings = None;
         let data = self.store.data_mut();
         data.storage = storage;
-        data.sequence = sequence;
-        data.timestamp_ms = timestamp_ms;
-        data.clock.set(sequence, timestamp_ms);
+        data.clock.set(clock.sequence(), clock.timestamp_ms());
         if let Some(fault) = fault {
             return CallError::Fault(fault);
         }

@@ -34,17 +34,27 @@ use super::imports::HostState;
 
 use crate::limits::LOG_LINE_BYTES_MAX;
 
-/// What the sealed WASI reads from the current call: shared with the store.
+/// The current call's journaled sequence and timestamp: the one place the
+/// store keeps them, read by Keel's `context` imports and shared with the
+/// sealed WASI's clocks and random streams.
 #[derive(Clone, Default)]
 pub(crate) struct CallClock {
-    pub(crate) sequence: Arc<AtomicU64>,
-    pub(crate) timestamp_ms: Arc<AtomicU64>,
+    sequence: Arc<AtomicU64>,
+    timestamp_ms: Arc<AtomicU64>,
 }
 
 impl CallClock {
     pub(crate) fn set(&self, sequence: u64, timestamp_ms: u64) {
         self.sequence.store(sequence, Ordering::Relaxed);
         self.timestamp_ms.store(timestamp_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms.load(Ordering::Relaxed)
     }
 }
 
