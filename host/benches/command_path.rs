@@ -4,6 +4,10 @@
 //! code called natively (JSON decoding included), and the full pipeline
 //! (queue, batch, journal entry, relaxed commit) per command.
 //!
+//! Component calls are measured under both instance policies: `fresh` (the
+//! default: every call on a new instance from the initial memory image)
+//! and `reuse` (one instance for every call).
+//!
 //! `cargo bench -p keel-host --bench command_path` (calls: KEEL_BENCH_CALLS).
 
 #[path = "stats.rs"]
@@ -13,6 +17,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use keel_guest::bindings::exports::keel::plugin::guest::Guest as _;
+use keel_host::InstancePolicy;
 use keel_host::runtime::{PluginInstance, Runtime};
 use keel_host::testkit::TestHost;
 use stats::{Latencies, env_usize, per_second};
@@ -25,13 +30,16 @@ fn main() {
     let runtime = Runtime::new(cache.path()).unwrap();
     let bytes = std::fs::read(keel_plugins::BENCH).unwrap();
     let component = runtime.load(&bytes).unwrap();
-    let mut instance = PluginInstance::new(
-        runtime.engine(),
-        component,
-        "bench".into(),
-        1,
-        Default::default(),
-    );
+    let instance = |policy| {
+        PluginInstance::new(
+            runtime.engine(),
+            component.clone(),
+            "bench".into(),
+            1,
+            Default::default(),
+            policy,
+        )
+    };
 
     // Native: the same Adapter code path the component runs, compiled natively.
     let mut native = Vec::with_capacity(calls);
@@ -50,17 +58,23 @@ fn main() {
         native.push(t.elapsed().as_nanos() as u64);
     }
 
-    // Component: one call each, no storage.
-    let mut wasm = Vec::with_capacity(calls);
-    for _ in 0..calls / 10 {
-        instance.handle(NOOP).unwrap();
-    }
-    for i in 0..calls {
-        instance.set_context(i as u64, 0);
-        let t = Instant::now();
-        black_box(instance.handle(black_box(NOOP))).unwrap();
-        wasm.push(t.elapsed().as_nanos() as u64);
-    }
+    // Component: one call each, no storage, under each instance policy.
+    let component_calls = |policy| {
+        let mut instance = instance(policy);
+        let mut wasm = Vec::with_capacity(calls);
+        for _ in 0..calls / 10 {
+            instance.handle(NOOP).unwrap();
+        }
+        for i in 0..calls {
+            instance.set_context(i as u64, 0);
+            let t = Instant::now();
+            black_box(instance.handle(black_box(NOOP))).unwrap();
+            wasm.push(t.elapsed().as_nanos() as u64);
+        }
+        Latencies::new(wasm)
+    };
+    let fresh = component_calls(InstancePolicy::Fresh);
+    let wasm = component_calls(InstancePolicy::Reuse);
 
     // Whole pipeline in memory (relaxed durability: no fsync), pipelined.
     let t = TestHost::with_config(|c| c.durability = keel_host::Durability::Relaxed);
@@ -86,7 +100,6 @@ fn main() {
     let pipeline = start.elapsed();
 
     let native = Latencies::new(native);
-    let wasm = Latencies::new(wasm);
     println!(
         "command path, no-op command, {calls} calls (machine: {} cores)",
         std::thread::available_parallelism()
@@ -102,14 +115,26 @@ fn main() {
     );
     println!(
         "{:<44} {:>10.3} {:>10.3}",
-        "component call through the host",
+        "component call, reused instance",
         wasm.p50_us(),
         wasm.p99_us()
     );
     println!(
         "{:<44} {:>10.3}",
-        "extra cost of the host, p50 (goal <= 0.5)",
+        "extra cost of the host, reuse, p50 (goal <= 0.5)",
         wasm.p50_us() - native.p50_us()
+    );
+    println!(
+        "{:<44} {:>10.3} {:>10.3}",
+        "component call, fresh instance per call",
+        fresh.p50_us(),
+        fresh.p99_us()
+    );
+    println!(
+        "{:<44} {:>10.3} {:>10.3}",
+        "extra cost of the host, fresh (default)",
+        fresh.p50_us() - native.p50_us(),
+        fresh.p99_us() - native.p99_us()
     );
     println!(
         "full pipeline, relaxed durability: {:.0} commands/s = {:.2} µs/command (queue, batch, journal, commit)",

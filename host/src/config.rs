@@ -86,6 +86,46 @@ impl Default for BatchConfig {
     }
 }
 
+/// How a plugin's calls get their WebAssembly instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstancePolicy {
+    /// Every call (command, query, migrate) runs on a new instance made
+    /// from the component's initial memory image (pooled, copy-on-write:
+    /// the memory is reset, not copied). Nothing a call leaves in linear
+    /// memory reaches the next call, so replay reproduces every response of
+    /// any component. The default.
+    #[default]
+    Fresh,
+    /// One instance serves call after call and is replaced only after a
+    /// trap: no instantiation per call. Replay stays exact only for a
+    /// component whose responses never depend on what earlier calls left
+    /// in its linear memory (a `keel-guest` plugin that follows the SDK's
+    /// rules: no statics, no global state). `keel verify` replays under
+    /// `fresh` and reports any response that differs.
+    Reuse,
+}
+
+/// How plugins run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Names of the plugins that run under [`InstancePolicy::Reuse`]; every
+    /// other plugin runs under [`InstancePolicy::Fresh`].
+    pub reuse_instances: Vec<String>,
+}
+
+impl RuntimeConfig {
+    /// The instance policy of the plugin called `plugin`.
+    pub fn instance_policy(&self, plugin: &str) -> InstancePolicy {
+        if self.reuse_instances.iter().any(|p| p == plugin) {
+            InstancePolicy::Reuse
+        } else {
+            InstancePolicy::Fresh
+        }
+    }
+}
+
 /// A plugin to deploy at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +162,8 @@ pub struct HostConfig {
     pub checkpoint: crate::storage::CheckpointPolicy,
     /// Per-call limits.
     pub limits: Limits,
+    /// How plugins' instances run.
+    pub runtime: RuntimeConfig,
     /// Plugins to deploy at start-up (kept across restarts once deployed).
     #[serde(rename = "plugin")]
     pub plugins: Vec<PluginSpec>,
@@ -138,6 +180,7 @@ impl Default for HostConfig {
             batch: BatchConfig::default(),
             checkpoint: Default::default(),
             limits: Limits::default(),
+            runtime: RuntimeConfig::default(),
             plugins: Vec::new(),
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Limits;
+use crate::config::{InstancePolicy, Limits};
 use crate::error::HostError;
 use crate::runtime::imports::StorageAccess;
 use crate::runtime::instance::PluginInfo;
@@ -59,6 +59,7 @@ pub struct Executor {
     instance: PluginInstance,
     record: PluginRecord,
     limits: Limits,
+    policy: InstancePolicy,
     /// The record as of the last commit, shared with status readers.
     published: Arc<RwLock<PluginRecord>>,
 }
@@ -71,9 +72,10 @@ impl Executor {
         component: LoadedComponent,
         record: PluginRecord,
         limits: Limits,
+        policy: InstancePolicy,
     ) -> Self {
         let name: Arc<str> = record.name.as_str().into();
-        let instance = PluginInstance::new(&engine, component, name, record.id, limits);
+        let instance = PluginInstance::new(&engine, component, name, record.id, limits, policy);
         let published = Arc::new(RwLock::new(record.clone()));
         Self {
             db,
@@ -81,6 +83,7 @@ impl Executor {
             instance,
             record,
             limits,
+            policy,
             published,
         }
     }
@@ -219,6 +222,7 @@ impl Executor {
         config: Vec<u8>,
         forced_timestamp_ms: Option<u64>,
         limits: Limits,
+        policy: InstancePolicy,
     ) -> Result<Executor, HostError> {
         let timestamp_ms = forced_timestamp_ms.unwrap_or_else(now_ms);
         let record = PluginRecord {
@@ -234,7 +238,7 @@ impl Executor {
             last_timestamp_ms: 0,
             state_hash: crate::state_hash::StateHash::EMPTY,
         };
-        let mut exec = Executor::new(db, engine, component, record, limits);
+        let mut exec = Executor::new(db, engine, component, record, limits, policy);
         let mut batch = exec.db.begin_batch()?;
         batch.begin_command();
         exec.instance.set_storage(StorageAccess::Batch(batch));
@@ -290,6 +294,7 @@ impl Executor {
             name,
             self.record.id,
             self.limits,
+            self.policy,
         );
         let info = candidate
             .info()

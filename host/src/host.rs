@@ -37,6 +37,9 @@ pub struct PluginStatus {
     pub state_hash: String,
     /// Commands waiting in the queue.
     pub queued: usize,
+    /// How its calls get their instance (`fresh` by default: replay-exact
+    /// for any component; `reuse` only where the configuration says so).
+    pub instances: crate::config::InstancePolicy,
     /// Every deployed version, oldest first.
     pub deployments: Vec<DeploymentStatus>,
 }
@@ -66,7 +69,11 @@ impl From<&Deployment> for DeploymentStatus {
 }
 
 impl PluginStatus {
-    fn from_record(record: &PluginRecord, queued: usize) -> Self {
+    fn from_record(
+        record: &PluginRecord,
+        queued: usize,
+        instances: crate::config::InstancePolicy,
+    ) -> Self {
         let active = record.active();
         Self {
             id: record.id,
@@ -77,6 +84,7 @@ impl PluginStatus {
             last_sequence: record.last_sequence,
             state_hash: record.state_hash.to_hex(),
             queued,
+            instances,
             deployments: record
                 .deployments
                 .iter()
@@ -195,12 +203,14 @@ impl Host {
     }
 
     fn start(&self, record: PluginRecord, component: LoadedComponent) -> anyhow::Result<()> {
+        let policy = self.config.runtime.instance_policy(&record.name);
         let executor = Executor::new(
             self.db.clone(),
             self.runtime.engine().clone(),
             component,
             record,
             self.config.limits,
+            policy,
         );
         self.spawn(executor)
     }
@@ -253,6 +263,7 @@ impl Host {
             "deploying".into(),
             u32::MAX,
             self.config.limits,
+            crate::config::InstancePolicy::Fresh,
         );
         let info = probe
             .info()
@@ -293,6 +304,7 @@ impl Host {
             config,
             forced.map(|(_, ts)| ts),
             self.config.limits,
+            self.config.runtime.instance_policy(&info.name),
         )?;
         self.spawn(executor)
             .map_err(|e| HostError::Deploy(format!("{e:#}")))?;
@@ -426,7 +438,11 @@ impl Host {
             .get(name)
             .ok_or_else(|| HostError::UnknownPlugin(name.to_owned()))?;
         let record = slot.actor.record.read().unwrap_or_else(|p| p.into_inner());
-        Ok(PluginStatus::from_record(&record, slot.actor.queue_len()))
+        Ok(PluginStatus::from_record(
+            &record,
+            slot.actor.queue_len(),
+            self.config.runtime.instance_policy(&record.name),
+        ))
     }
 
     /// Every plugin's status, by name.
@@ -436,7 +452,11 @@ impl Host {
             .values()
             .map(|slot| {
                 let record = slot.actor.record.read().unwrap_or_else(|p| p.into_inner());
-                PluginStatus::from_record(&record, slot.actor.queue_len())
+                PluginStatus::from_record(
+                    &record,
+                    slot.actor.queue_len(),
+                    self.config.runtime.instance_policy(&record.name),
+                )
             })
             .collect()
     }

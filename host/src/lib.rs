@@ -13,7 +13,7 @@ pub mod runtime;
 pub mod state_hash;
 pub mod storage;
 
-pub use config::{HostConfig, Limits};
+pub use config::{HostConfig, InstancePolicy, Limits};
 pub use error::HostError;
 pub use host::{Host, HostStatus, PluginStatus};
 pub use storage::Durability;

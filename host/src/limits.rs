@@ -38,6 +38,24 @@ pub const EPOCH_TICK_MS: u64 = 10;
 pub const INSTANCE_MEMORY_BYTES_MAX: usize = 64 << 20;
 /// Wasm stack per call, in bytes.
 pub const WASM_STACK_BYTES_MAX: usize = 512 << 10;
+/// Most elements one wasm table may hold (a language runtime's function
+/// table: CPython's has tens of thousands).
+pub const TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Instances of components the engine's pool holds at once. Every running
+/// plugin holds one between calls (more during a hot-swap or a deploy).
+pub const POOL_COMPONENT_INSTANCES_MAX: u32 = 256;
+/// Core instances the pool holds at once (a Python or JavaScript component
+/// instantiates a dozen or more core modules).
+pub const POOL_CORE_INSTANCES_MAX: u32 = 4096;
+/// Linear memories the pool holds at once; each reserves its address
+/// space (4 GiB plus guard) but no memory until touched.
+pub const POOL_MEMORIES_MAX: u32 = 512;
+/// Tables the pool holds at once.
+pub const POOL_TABLES_MAX: u32 = 2048;
+/// Bytes of a linear memory reset in place (only the pages a call dirtied,
+/// found with PAGEMAP_SCAN, copied back from the initial image) instead of
+/// unmapped, so that the next instance takes no page faults on them.
+pub const POOL_MEMORY_KEEP_RESIDENT_BYTES: usize = 16 << 20;
 /// Most commands in one group commit (default).
 pub const BATCH_COMMANDS_MAX: usize = 4096;
 /// Commands waiting per plugin before submissions are refused as overloaded.
@@ -53,3 +71,5 @@ pub const COMPONENT_SIZE_BYTES_MAX: usize = 64 << 20;
 const _: () = assert!(KEY_SIZE_BYTES_MAX <= VALUE_SIZE_BYTES_MAX);
 const _: () = assert!(SCAN_CHUNK_BYTES_MAX >= KEY_SIZE_BYTES_MAX + VALUE_SIZE_BYTES_MAX);
 const _: () = assert!(CALL_DEADLINE_MS >= 10 * EPOCH_TICK_MS);
+const _: () = assert!(POOL_CORE_INSTANCES_MAX >= POOL_COMPONENT_INSTANCES_MAX);
+const _: () = assert!(POOL_MEMORY_KEEP_RESIDENT_BYTES <= INSTANCE_MEMORY_BYTES_MAX);

@@ -11,6 +11,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/targets.rs"]
+mod targets;
+
 /// (short name, crate name, target, cargo features) of every bundled plugin.
 /// Entries with features are variants of another crate (e.g. the next
 /// version of the counter, for hot-swap tests) and build into their own
@@ -45,6 +48,12 @@ const PLUGINS: &[(&str, &str, &str, &str)] = &[
         "v2",
     ),
     ("wasi-probe", "keel-plugin-wasi-probe", "wasm32-wasip2", ""),
+    (
+        "kv-probe",
+        "keel-plugin-kv-probe",
+        "wasm32-unknown-unknown",
+        "",
+    ),
 ];
 
 /// The target directory of a build group.
@@ -73,8 +82,14 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
-    let target_dir = workspace.join("target").join("plugins-build");
+    // The outer build's target directory (CARGO_TARGET_DIR when set, as in
+    // `.ci/fresh-machine`), so that a scratch build stays scratch.
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("plugins-build");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ensure_wasm_targets();
 
     let mut groups: Vec<(&str, &str)> = PLUGINS.iter().map(|p| (p.2, p.3)).collect();
     groups.sort();
@@ -149,6 +164,49 @@ fn main() {
     }
     let out_file = PathBuf::from(env::var("OUT_DIR").unwrap()).join("plugins.rs");
     std::fs::write(out_file, out).unwrap();
+}
+
+/// Adds the wasm targets the plugins need when the toolchain lacks them,
+/// or stops the build at once with the one command that fixes it.
+fn ensure_wasm_targets() {
+    let mut needed: Vec<&str> = PLUGINS.iter().map(|p| p.2).collect();
+    needed.sort();
+    needed.dedup();
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        fail(&format!(
+            "`{rustc} --print sysroot` failed; check the toolchain, then run `{}`",
+            targets::manual_command(&needed)
+        ));
+    };
+    let rustup = env::var_os("CARGO_HOME")
+        .map(|home| PathBuf::from(home).join("bin").join("rustup"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("rustup"));
+    let toolchain = targets::Toolchain {
+        sysroot,
+        rustup,
+        toolchain: env::var("RUSTUP_TOOLCHAIN").ok(),
+    };
+    match targets::ensure(&toolchain, &needed) {
+        Ok(added) if !added.is_empty() => {
+            println!("cargo:warning=installed the wasm targets {added:?} for the bundled plugins");
+        }
+        Ok(_) => {}
+        Err(line) => fail(&line),
+    }
+}
+
+/// Stops the build with one line (no backtrace, no panic noise).
+fn fail(line: &str) -> ! {
+    eprintln!("error: {line}");
+    std::process::exit(1);
 }
 
 fn artifact(target_dir: &Path, krate: &str, target: &str) -> PathBuf {

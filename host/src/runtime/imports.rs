@@ -60,7 +60,7 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= crate::limits::TABLE_ELEMENTS_MAX)
     }
 }
 
@@ -116,6 +116,17 @@ impl HostState {
     /// decrements the count), and a guest that leaks them runs into
     /// [`CURSORS_OPEN_MAX`] and traps, which replaces the whole store.
     pub(crate) fn begin_call(&mut self) {
+        self.memory.hit = false;
+        self.fault = None;
+        self.clock.begin_call();
+    }
+
+    /// Forgets everything that belonged to the previous instance (its
+    /// resources: cursors, WASI streams and pollables), so that this state
+    /// can serve a new instance in a new store.
+    pub(crate) fn reset_for_new_instance(&mut self) {
+        self.resources = ResourceTable::new();
+        self.cursors_open = 0;
         self.memory.hit = false;
         self.fault = None;
     }

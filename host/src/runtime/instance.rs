@@ -1,6 +1,15 @@
-//! One plugin's live instance: a `Store` with fuel, an epoch deadline and a
-//! memory cap, re-instantiated whenever a call traps (a trapped instance is
-//! never reused).
+//! One plugin's instance: a `Store` with fuel, an epoch deadline and a
+//! memory cap.
+//!
+//! Under [`InstancePolicy::Fresh`] (the default) every call runs on a new
+//! instance made from the component's initial memory image: the old store
+//! is dropped (its pooled memory slot is reset copy-on-write, without
+//! copying the image) and a new one instantiated. Nothing a call leaves in
+//! linear memory — a language runtime's random generator, a cache, a
+//! counter in a global — reaches the next call, so a plugin's only state
+//! is its tables, and replay reproduces every response for any component.
+//! Under [`InstancePolicy::Reuse`] one instance serves call after call and
+//! is replaced only when a call traps (a trapped instance is never reused).
 
 use std::sync::Arc;
 
@@ -9,7 +18,7 @@ use wasmtime::{Store, Trap};
 use super::LoadedComponent;
 use super::bindings::Plugin;
 use super::imports::{HostState, StorageAccess};
-use crate::config::Limits;
+use crate::config::{InstancePolicy, Limits};
 use crate::limits::{EPOCH_TICK_MS, RESPONSE_SIZE_BYTES_MAX};
 use crate::storage::StorageError;
 
@@ -71,38 +80,55 @@ pub struct PluginInfo {
 /// A plugin's instance and store.
 pub struct PluginInstance {
     component: LoadedComponent,
-    store: Store<HostState>,
+    /// Always `Some` between method calls (taken only while the instance is
+    /// being replaced).
+    store: Option<Store<HostState>>,
     bindings: Option<Plugin>,
     limits: Limits,
-    plugin: Arc<str>,
-    plugin_id: u32,
+    policy: InstancePolicy,
+    /// Whether the current instance has served a call (under
+    /// [`InstancePolicy::Fresh`], the next call then gets a new one).
+    used: bool,
 }
 
 impl PluginInstance {
-    /// Creates a store for `component` (instantiated lazily, on first call).
+    /// Creates a store for `component` (instantiated lazily, on first call)
+    /// whose calls get their instance as `policy` says.
     pub fn new(
         engine: &wasmtime::Engine,
         component: LoadedComponent,
         plugin: Arc<str>,
         plugin_id: u32,
         limits: Limits,
+        policy: InstancePolicy,
     ) -> Self {
-        let store = new_store(engine, plugin.clone(), plugin_id, limits);
+        let store = new_store(engine, HostState::new(plugin, plugin_id, limits));
         Self {
             component,
-            store,
+            store: Some(store),
             bindings: None,
             limits,
-            plugin,
-            plugin_id,
+            policy,
+            used: false,
         }
+    }
+
+    fn store(&mut self) -> &mut Store<HostState> {
+        self.store
+            .as_mut()
+            .expect("the store is present between calls")
+    }
+
+    /// How this plugin's calls get their instance.
+    pub fn policy(&self) -> InstancePolicy {
+        self.policy
     }
 
     /// Changes the limits of the next calls (e.g. the larger budget of a
     /// `migrate`). The memory cap applies from the next growth on.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
-        let data = self.store.data_mut();
+        let data = self.store().data_mut();
         data.limits = limits;
         data.memory.max_bytes = limits.memory_bytes_max;
     }
@@ -114,17 +140,17 @@ impl PluginInstance {
 
     /// Gives the instance storage for the next calls.
     pub fn set_storage(&mut self, access: StorageAccess) {
-        self.store.data_mut().storage = access;
+        self.store().data_mut().storage = access;
     }
 
     /// Takes the storage back.
     pub fn take_storage(&mut self) -> StorageAccess {
-        std::mem::replace(&mut self.store.data_mut().storage, StorageAccess::None)
+        std::mem::replace(&mut self.store().data_mut().storage, StorageAccess::None)
     }
 
     /// Mutable access to the batch currently lent to the instance.
     pub fn batch_mut(&mut self) -> Option<&mut crate::storage::Batch> {
-        match &mut self.store.data_mut().storage {
+        match &mut self.store().data_mut().storage {
             StorageAccess::Batch(b) => Some(b),
             _ => None,
         }
@@ -132,19 +158,27 @@ impl PluginInstance {
 
     /// Sets the sequence and timestamp the next call sees.
     pub fn set_context(&mut self, sequence: u64, timestamp_ms: u64) {
-        self.store.data().clock.set(sequence, timestamp_ms);
+        self.store().data().clock.set(sequence, timestamp_ms);
     }
 
     fn prepare(&mut self) -> Result<(), CallError> {
-        self.store.data_mut().begin_call();
-        self.store
-            .set_fuel(self.limits.fuel_per_call)
+        if self.used && self.policy == InstancePolicy::Fresh {
+            self.replace_instance();
+        }
+        self.used = true;
+        self.store().data_mut().begin_call();
+        let limits = self.limits;
+        self.store()
+            .set_fuel(limits.fuel_per_call)
             .expect("fuel is enabled in the engine config");
-        self.store
-            .set_epoch_deadline((self.limits.deadline_ms / EPOCH_TICK_MS).max(1));
+        self.store()
+            .set_epoch_deadline((limits.deadline_ms / EPOCH_TICK_MS).max(1));
         if self.bindings.is_none() {
             // Instantiation runs guest code too: it gets the same fuel and deadline.
-            let bindings = self.component.pre.instantiate(&mut self.store);
+            let bindings = self
+                .component
+                .pre
+                .instantiate(self.store.as_mut().expect("store present"));
             match bindings {
                 Ok(b) => self.bindings = Some(b),
                 Err(e) => return Err(self.trapped(e)),
@@ -153,24 +187,30 @@ impl PluginInstance {
         Ok(())
     }
 
-    /// Turns a wasmtime error into a [`CallError`] and replaces the store.
+    /// Drops the current instance and its store; the next call instantiates
+    /// a new one from the component's initial image. The host state (storage
+    /// lent for the batch, the call's clock, the sealed WASI) moves into the
+    /// new store; the old instance's resources do not.
+    fn replace_instance(&mut self) {
+        let old = self
+            .store
+            .take()
+            .expect("the store is present between calls");
+        let engine = old.engine().clone();
+        let mut data = old.into_data();
+        data.reset_for_new_instance();
+        self.store = Some(new_store(&engine, data));
+        self.bindings = None;
+        self.used = false;
+    }
+
+    /// Turns a wasmtime error into a [`CallError`] and replaces the instance.
     fn trapped(&mut self, err: wasmtime::Error) -> CallError {
-        let data = self.store.data_mut();
+        let data = self.store().data_mut();
         let fault = data.fault.take();
         let oom = data.memory.hit;
-        let storage = std::mem::replace(&mut data.storage, StorageAccess::None);
-        let clock = data.clock.clone();
-        // Never reuse a trapped instance: a fresh store, instantiated on the next call.
-        self.store = new_store(
-            self.store.engine(),
-            self.plugin.clone(),
-            self.plugin_id,
-            self.limits,
-        );
-        self.bindings = None;
-        let data = self.store.data_mut();
-        data.storage = storage;
-        data.clock.set(clock.sequence(), clock.timestamp_ms());
+        // Never reuse a trapped instance: a new one is instantiated on the next call.
+        self.replace_instance();
         if let Some(fault) = fault {
             return CallError::Fault(fault);
         }
@@ -222,7 +262,7 @@ impl PluginInstance {
             .as_ref()
             .expect("instantiated in prepare")
             .keel_plugin_guest()
-            .call_info(&mut self.store);
+            .call_info(self.store.as_mut().expect("store present"));
         let info = self.finish(result.map(Ok))?;
         Ok(PluginInfo {
             name: info.name,
@@ -239,7 +279,7 @@ impl PluginInstance {
             .as_ref()
             .expect("instantiated in prepare")
             .keel_plugin_guest()
-            .call_init(&mut self.store, config);
+            .call_init(self.store.as_mut().expect("store present"), config);
         self.finish(result)
     }
 
@@ -251,7 +291,7 @@ impl PluginInstance {
             .as_ref()
             .expect("instantiated in prepare")
             .keel_plugin_guest()
-            .call_handle(&mut self.store, command);
+            .call_handle(self.store.as_mut().expect("store present"), command);
         let response = self.finish(result)?;
         check_response(response)
     }
@@ -264,7 +304,7 @@ impl PluginInstance {
             .as_ref()
             .expect("instantiated in prepare")
             .keel_plugin_guest()
-            .call_query(&mut self.store, request);
+            .call_query(self.store.as_mut().expect("store present"), request);
         let response = self.finish(result)?;
         check_response(response)
     }
@@ -277,7 +317,7 @@ impl PluginInstance {
             .as_ref()
             .expect("instantiated in prepare")
             .keel_plugin_guest()
-            .call_migrate(&mut self.store, from_schema);
+            .call_migrate(self.store.as_mut().expect("store present"), from_schema);
         self.finish(result)
     }
 }
@@ -297,13 +337,8 @@ fn check_response(response: Vec<u8>) -> Result<Vec<u8>, CallError> {
     Ok(response)
 }
 
-fn new_store(
-    engine: &wasmtime::Engine,
-    plugin: Arc<str>,
-    plugin_id: u32,
-    limits: Limits,
-) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(plugin, plugin_id, limits));
+fn new_store(engine: &wasmtime::Engine, state: HostState) -> Store<HostState> {
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store
 }

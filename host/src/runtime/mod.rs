@@ -13,13 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::LoadError;
 pub use imports::HostState;
 pub use instance::{CallError, PluginInstance};
 
-use crate::limits::{EPOCH_TICK_MS, WASM_STACK_BYTES_MAX};
+use crate::limits::{
+    EPOCH_TICK_MS, POOL_COMPONENT_INSTANCES_MAX, POOL_CORE_INSTANCES_MAX, POOL_MEMORIES_MAX,
+    POOL_MEMORY_KEEP_RESIDENT_BYTES, POOL_TABLES_MAX, TABLE_ELEMENTS_MAX, WASM_STACK_BYTES_MAX,
+};
 
 /// A validated, compiled component ready to instantiate.
 #[derive(Clone)]
@@ -55,8 +58,29 @@ pub(crate) fn engine_config() -> Config {
         .epoch_interruption(true)
         .max_wasm_stack(WASM_STACK_BYTES_MAX)
         .concurrency_support(false)
-        .parallel_compilation(true);
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
     config
+}
+
+/// The instance pool. A plugin's calls each get a new instance (see
+/// `instance.rs`), so instantiation must be cheap: the pool keeps memory
+/// slots mapped with the component's initial image copy-on-write, and on
+/// kernels with PAGEMAP_SCAN (Linux 6.7+) resets only the pages a call
+/// dirtied, in place, so the next instance starts without page faults.
+fn pooling_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_COMPONENT_INSTANCES_MAX)
+        .total_core_instances(POOL_CORE_INSTANCES_MAX)
+        .total_memories(POOL_MEMORIES_MAX)
+        .total_tables(POOL_TABLES_MAX)
+        .table_elements(TABLE_ELEMENTS_MAX);
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(POOL_MEMORY_KEEP_RESIDENT_BYTES)
+            .table_keep_resident(TABLE_ELEMENTS_MAX * 8);
+    }
+    pool
 }
 
 impl Runtime {

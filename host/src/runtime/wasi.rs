@@ -41,12 +41,21 @@ use crate::limits::LOG_LINE_BYTES_MAX;
 pub(crate) struct CallClock {
     sequence: Arc<AtomicU64>,
     timestamp_ms: Arc<AtomicU64>,
+    /// Counts calls, so that every call's random streams start from their
+    /// beginning: what a call draws depends on (plugin, sequence) only,
+    /// never on what an earlier call with the same sequence drew.
+    call: Arc<AtomicU64>,
 }
 
 impl CallClock {
     pub(crate) fn set(&self, sequence: u64, timestamp_ms: u64) {
         self.sequence.store(sequence, Ordering::Relaxed);
         self.timestamp_ms.store(timestamp_ms, Ordering::Relaxed);
+    }
+
+    /// Marks the start of a call (random streams restart).
+    pub(crate) fn begin_call(&self) {
+        self.call.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn sequence(&self) -> u64 {
@@ -86,20 +95,23 @@ struct SealedRandom {
     plugin: Arc<str>,
     domain: &'static str,
     sequence: Arc<AtomicU64>,
+    call: Arc<AtomicU64>,
+    /// (call, stream): the stream of the call it was started in.
     stream: Option<(u64, blake3::OutputReader)>,
 }
 
 impl SealedRandom {
     fn reader(&mut self) -> &mut blake3::OutputReader {
         let seq = self.sequence.load(Ordering::Relaxed);
-        if self.stream.as_ref().is_none_or(|(s, _)| *s != seq) {
+        let call = self.call.load(Ordering::Relaxed);
+        if self.stream.as_ref().is_none_or(|(c, _)| *c != call) {
             let mut h = blake3::Hasher::new_derive_key("keel sealed wasi random v1");
             h.update(self.domain.as_bytes());
             h.update(&[0]);
             h.update(self.plugin.as_bytes());
             h.update(&[0]);
             h.update(&seq.to_le_bytes());
-            self.stream = Some((seq, h.finalize_xof()));
+            self.stream = Some((call, h.finalize_xof()));
         }
         &mut self.stream.as_mut().expect("set above").1
     }
@@ -210,6 +222,7 @@ pub(crate) fn sealed_ctx(plugin: &Arc<str>, clock: &CallClock) -> WasiCtx {
         plugin: plugin.clone(),
         domain,
         sequence: clock.sequence.clone(),
+        call: clock.call.clone(),
         stream: None,
     };
     let mut seed = [0u8; 16];

@@ -30,6 +30,11 @@ pub enum Command {
     },
     /// Removes a raw key from any table name it is given.
     RemoveRaw { table: String, key: Vec<u8> },
+    /// Counts in a global (linear memory, not a table) — exactly what the
+    /// SDK's rules forbid — stores the count under `key` and returns it.
+    /// Under the host's default instance policy every call starts from the
+    /// component's initial memory image, so this always answers 1.
+    BumpGlobal { key: String },
 }
 
 /// Queries.
@@ -61,6 +66,9 @@ pub enum Answer {
 /// The plugin.
 pub struct Misbehave;
 
+/// State kept in linear memory across calls (see [`Command::BumpGlobal`]).
+static GLOBAL_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[inline(never)]
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64, acc: &mut [u64; 16]) -> u64 {
@@ -81,11 +89,12 @@ impl Plugin for Misbehave {
     const SCHEMA: u32 = 1;
     type Config = serde::de::IgnoredAny;
     type Command = Command;
-    type Response = ();
+    /// `null`, except for [`Command::BumpGlobal`]: the count.
+    type Response = Option<u64>;
     type Query = Query;
     type QueryResponse = Answer;
 
-    fn handle(command: Command) -> Result<(), Error> {
+    fn handle(command: Command) -> Result<Option<u64>, Error> {
         match command {
             Command::Write { key, value } => ROWS.put(&key, &value),
             Command::WriteThenError { key } => {
@@ -119,8 +128,13 @@ impl Plugin for Misbehave {
             Command::RemoveRaw { table, key } => {
                 raw_table(&table).try_remove(&key)?;
             }
+            Command::BumpGlobal { key } => {
+                let n = GLOBAL_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                ROWS.put(&key, &n.to_string());
+                return Ok(Some(n));
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn query(request: Query) -> Result<Answer, Error> {
