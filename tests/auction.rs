@@ -591,3 +591,171 @@ fn sigkill_while_auctions_stream_in_keeps_every_acknowledged_command() {
     assert_utilization_consistent(&observed);
     assert_eq!(observed, observe_native(&native, &jobs));
 }
+
+// ---------------------------------------------------------------- access rule
+
+mod access {
+    //! The access rule through the real host with different callers (see
+    //! `keel_plugin_auction::access`): one client acting on another's
+    //! provider or job is refused and the state hash does not move; the
+    //! operator does what the rule allows; replay reproduces every caller.
+
+    use super::*;
+    use keel_host::Caller;
+
+    fn alice() -> Caller {
+        Caller::new("alice", ["client"])
+    }
+
+    fn bob() -> Caller {
+        Caller::new("bob", ["client"])
+    }
+
+    fn operator() -> Caller {
+        Caller::new("ops", ["client", "operator"])
+    }
+
+    /// Asserts `caller` sending `cmd` is refused with `code` and that the
+    /// state hash is unchanged.
+    fn refused(t: &TestHost, caller: &Caller, cmd: Value, code: &str) {
+        let before = t.state_hash(PLUGIN);
+        match t.call_as(PLUGIN, caller, cmd.clone()) {
+            Err(HostError::Rejected { code: got, .. }) => {
+                assert_eq!(got, code, "{} sending {cmd}", caller.principal)
+            }
+            other => panic!(
+                "{} sending {cmd}: expected {code}, got {other:?}",
+                caller.principal
+            ),
+        }
+        assert_eq!(
+            t.state_hash(PLUGIN),
+            before,
+            "a refusal changed state: {cmd}"
+        );
+    }
+
+    #[test]
+    fn clients_act_only_on_their_own_providers_and_jobs() {
+        let t = host();
+        t.call_as(
+            PLUGIN,
+            &operator(),
+            json!({"add_route": {"id": "r1", "lane": "eu", "cost": 1, "latency_ms": 1}}),
+        )
+        .unwrap();
+        let p = t
+            .call_as(
+                PLUGIN,
+                &alice(),
+                json!({"register_provider": {"id": "pa", "capacity": 100, "precisions": ["fp16"], "price": 10, "lanes": ["eu"]}}),
+            )
+            .unwrap();
+        assert_eq!(p["owner"], "alice");
+        let job = |id: &str| json!({"run_auction": {"job": {"id": id, "precision": "fp16", "units": 10, "max_price": 100, "preferred_lane": "eu"}}});
+        let matched = t.call_as(PLUGIN, &bob(), job("jb")).unwrap();
+        assert_eq!(matched["outcome"], "matched");
+
+        // bob on alice's provider; alice on bob's job; a client adding routes.
+        refused(
+            &t,
+            &bob(),
+            json!({"update_provider": {"id": "pa", "price": 1}}),
+            "not-owner",
+        );
+        refused(
+            &t,
+            &bob(),
+            json!({"deactivate_provider": {"id": "pa"}}),
+            "not-owner",
+        );
+        refused(
+            &t,
+            &alice(),
+            json!({"cancel_job": {"id": "jb"}}),
+            "not-owner",
+        );
+        refused(
+            &t,
+            &alice(),
+            json!({"add_route": {"id": "r2", "lane": "us", "cost": 0, "latency_ms": 0}}),
+            "operator-only",
+        );
+        refused(
+            &t,
+            &operator(),
+            json!({"update_provider": {"id": "pa", "price": 1}}),
+            "not-owner",
+        );
+
+        // What the rule allows.
+        let off = t
+            .call_as(
+                PLUGIN,
+                &operator(),
+                json!({"deactivate_provider": {"id": "pa"}}),
+            )
+            .unwrap();
+        assert_eq!(off["active"], false);
+        t.call_as(PLUGIN, &alice(), json!({"activate_provider": {"id": "pa"}}))
+            .unwrap();
+        t.call_as(
+            PLUGIN,
+            &alice(),
+            json!({"update_provider": {"id": "pa", "price": 9}}),
+        )
+        .unwrap();
+        let cancelled = t
+            .call_as(PLUGIN, &bob(), json!({"cancel_job": {"id": "jb"}}))
+            .unwrap();
+        assert_eq!(cancelled["status"], "cancelled");
+        t.call_as(PLUGIN, &bob(), job("jb2")).unwrap();
+        let done = t
+            .call_as(PLUGIN, &alice(), json!({"complete_job": {"id": "jb2"}}))
+            .unwrap();
+        assert_eq!(done["status"], "completed");
+        t.call_as(PLUGIN, &bob(), job("jb3")).unwrap();
+        t.call_as(PLUGIN, &operator(), json!({"cancel_job": {"id": "jb3"}}))
+            .unwrap();
+
+        // Queries are public and show the owners.
+        let view = t
+            .query_as(PLUGIN, &bob(), json!({"job": {"id": "jb2"}}))
+            .unwrap();
+        assert_eq!(view["submitter"], "bob");
+        assert_eq!(view["provider"], "pa");
+        let providers = t.query_as(PLUGIN, &bob(), json!("providers")).unwrap();
+        assert_eq!(providers[0]["owner"], "alice");
+        assert_eq!(providers[0]["price"], 9);
+
+        // Replay runs every command with its journaled caller.
+        let verdicts = t.verify_replay();
+        assert!(verdicts.iter().all(|v| v.ok()), "{verdicts:?}");
+    }
+
+    #[test]
+    fn the_rule_survives_a_crash_and_calls_without_a_caller_are_trusted() {
+        let mut t = host();
+        t.call_as(
+            PLUGIN,
+            &alice(),
+            json!({"register_provider": {"id": "pa", "capacity": 5, "precisions": ["int8"], "price": 1, "lanes": ["eu"]}}),
+        )
+        .unwrap();
+        t.crash_and_restart();
+        refused(
+            &t,
+            &bob(),
+            json!({"update_provider": {"id": "pa", "price": 2}}),
+            "not-owner",
+        );
+        // The unauthenticated path (no caller) is trusted, as before.
+        let updated = t
+            .call(PLUGIN, json!({"update_provider": {"id": "pa", "price": 2}}))
+            .unwrap();
+        assert_eq!(updated["price"], 2);
+        assert_eq!(updated["owner"], "alice");
+        let verdicts = t.verify_replay();
+        assert!(verdicts.iter().all(|v| v.ok()), "{verdicts:?}");
+    }
+}

@@ -101,7 +101,12 @@ fn bad_requests_are_refused_clearly_and_the_host_keeps_serving() {
 #[test]
 fn the_api_token_is_enforced_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("counter", None)], "token = \"s3cret\"");
+    let mut server = Server::start_with(
+        dir.path(),
+        &[("counter", None)],
+        &keel_tests::server::principal_toml("alice", "s3cret", &["client"], None),
+    );
+    server.set_token(Some("s3cret"));
     server
         .call("counter", &json!({"add": {"name": "a", "amount": 1}}))
         .unwrap();

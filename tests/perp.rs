@@ -338,3 +338,126 @@ fn positions_and_collateral_survive_sigkill() {
         assert_conserved(&state["totals"]);
     }
 }
+
+/// A refusal's code (panics on anything that is not a plugin refusal).
+fn refusal_code(e: HostError) -> String {
+    match e {
+        HostError::Rejected { code, .. } => code,
+        other => panic!("not a plugin refusal: {other}"),
+    }
+}
+
+#[test]
+fn positions_belong_to_their_caller_and_prices_to_the_operator() {
+    use keel_host::Caller;
+    let t = host();
+    let alice = Caller::new("alice", ["client"]);
+    let bob = Caller::new("bob", ["client"]);
+    let ops = Caller::new("ops", ["client", "operator"]);
+    for cmd in [
+        json!({"create_market": {"market": "BTC", "mark_price": 1000, "initial_margin_bps": 1000, "maintenance_margin_bps": 500}}),
+        json!({"deposit": {"user": "alice", "amount": 10_000}}),
+        json!({"deposit": {"user": "bob", "amount": 10_000}}),
+    ] {
+        t.call_as("perp", &ops, cmd).unwrap();
+    }
+    // Alice opens a long of 10 as herself (the user left out is the caller).
+    let opened = t
+        .call_as(
+            "perp",
+            &alice,
+            json!({"open": {"market": "BTC", "size": 10}}),
+        )
+        .unwrap();
+    assert_eq!(opened["user"], "alice");
+    assert_eq!(
+        t.query_as("perp", &alice, json!({"account": {}})).unwrap()["positions"][0]["size"],
+        10
+    );
+
+    // Bob against alice's position and collateral, and against the
+    // operator's commands: refused with its code, state hash unchanged.
+    let hash = t.state_hash("perp");
+    let attempts = [
+        (
+            json!({"close": {"user": "alice", "market": "BTC"}}),
+            "not-owner",
+        ),
+        (
+            json!({"reduce": {"user": "alice", "market": "BTC", "amount": 5}}),
+            "not-owner",
+        ),
+        (
+            json!({"trade": {"user": "alice", "market": "BTC", "size": -10}}),
+            "not-owner",
+        ),
+        (
+            json!({"adjust_margin": {"user": "alice", "market": "BTC", "amount": -100}}),
+            "not-owner",
+        ),
+        (
+            json!({"withdraw": {"user": "alice", "amount": 1}}),
+            "not-owner",
+        ),
+        (
+            json!({"set_mark": {"market": "BTC", "price": 905}}),
+            "operator-only",
+        ),
+        (
+            json!({"apply_funding": {"market": "BTC", "rate_ppm": 1000}}),
+            "operator-only",
+        ),
+        (
+            json!({"liquidate": {"user": "alice", "market": "BTC"}}),
+            "operator-only",
+        ),
+        (json!({"deposit": {"amount": 1_000_000}}), "operator-only"),
+        (
+            json!({"create_market": {"market": "ETH", "mark_price": 10, "initial_margin_bps": 1000, "maintenance_margin_bps": 500}}),
+            "operator-only",
+        ),
+    ];
+    for (cmd, code) in attempts {
+        let e = t.call_as("perp", &bob, cmd.clone()).unwrap_err();
+        assert_eq!(refusal_code(e), code, "{cmd}");
+        assert_eq!(t.state_hash("perp"), hash, "{cmd} changed the state");
+    }
+    // The operator does not trade for alice either.
+    let e = t
+        .call_as(
+            "perp",
+            &ops,
+            json!({"close": {"user": "alice", "market": "BTC"}}),
+        )
+        .unwrap_err();
+    assert_eq!(refusal_code(e), "not-owner");
+    assert_eq!(t.state_hash("perp"), hash);
+
+    // Bob trades as himself; the operator moves the mark and liquidates
+    // alice (long 10 at 1000 with 1000 margin: at 905 her equity of 50 is
+    // below the 452 maintenance requirement).
+    t.call_as(
+        "perp",
+        &bob,
+        json!({"open": {"user": "bob", "market": "BTC", "size": -5}}),
+    )
+    .unwrap();
+    t.call_as(
+        "perp",
+        &ops,
+        json!({"set_mark": {"market": "BTC", "price": 905}}),
+    )
+    .unwrap();
+    let liq = t
+        .call_as(
+            "perp",
+            &ops,
+            json!({"liquidate": {"user": "alice", "market": "BTC"}}),
+        )
+        .unwrap();
+    assert_eq!(liq["user"], "alice");
+    assert_conserved(&t.query("perp", json!("totals")).unwrap());
+
+    let verdicts = t.verify_replay();
+    assert!(verdicts.iter().all(|v| v.ok()), "{verdicts:?}");
+}

@@ -593,3 +593,112 @@ fn deep_sweeps_succeed_or_are_refused_cleanly() {
     let audit: Audit = serde_json::from_value(t.query("spot", json!("audit")).unwrap()).unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
 }
+
+/// A refusal's code (panics on anything that is not a plugin refusal).
+fn refusal_code(e: keel_host::HostError) -> String {
+    match e {
+        keel_host::HostError::Rejected { code, .. } => code,
+        other => panic!("not a plugin refusal: {other}"),
+    }
+}
+
+#[test]
+fn callers_act_only_as_their_own_accounts_and_the_operator_as_the_rule_allows() {
+    use keel_host::Caller;
+    let t = spot_host();
+    let alice = Caller::new("alice", ["client"]);
+    let bob = Caller::new("bob", ["client"]);
+    let ops = Caller::new("ops", ["client", "operator"]);
+    let setup = [
+        json!({"create_market": {"market": 1, "base": "BTC", "quote": "USD", "tick_size": 1, "lot_size": 1, "min_size": 1}}),
+        json!({"open_account": {"principal": "alice", "user": 1}}),
+        json!({"open_account": {"principal": "bob", "user": 2}}),
+        json!({"deposit": {"user": 1, "asset": "BTC", "amount": 1000}}),
+        json!({"deposit": {"user": 2, "asset": "USD", "amount": 100000}}),
+    ];
+    for cmd in setup {
+        t.call_as("spot", &ops, cmd).unwrap();
+    }
+    let order = t
+        .call_as(
+            "spot",
+            &alice,
+            json!({"place": {"user": 1, "market": 1, "side": "sell", "price": 100, "qty": 10}}),
+        )
+        .unwrap()["order"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        t.query_as("spot", &alice, json!({"account": {}})).unwrap(),
+        json!({"principal": "alice", "user": 1})
+    );
+
+    // Bob against alice's order, funds and the operator's commands: every
+    // attempt refused with its code, the state hash unchanged.
+    let hash = t.state_hash("spot");
+    let attempts = [
+        (json!({"cancel": {"user": 1, "order": order}}), "not-owner"),
+        (json!({"cancel": {"user": 2, "order": order}}), "not-owner"),
+        (json!({"cancel_all": {"user": 1, "market": 1}}), "not-owner"),
+        (
+            json!({"withdraw": {"user": 1, "asset": "BTC", "amount": 1}}),
+            "not-owner",
+        ),
+        (
+            json!({"place": {"user": 1, "market": 1, "side": "buy", "price": 100, "qty": 1}}),
+            "not-owner",
+        ),
+        (
+            json!({"deposit": {"user": 2, "asset": "USD", "amount": 1_000_000}}),
+            "operator-only",
+        ),
+        (
+            json!({"create_market": {"market": 2, "base": "ETH", "quote": "USD", "tick_size": 1, "lot_size": 1, "min_size": 1}}),
+            "operator-only",
+        ),
+        (
+            json!({"open_account": {"principal": "bob", "user": 1}}),
+            "operator-only",
+        ),
+    ];
+    for (cmd, code) in attempts {
+        let e = t.call_as("spot", &bob, cmd.clone()).unwrap_err();
+        assert_eq!(refusal_code(e), code, "{cmd}");
+        assert_eq!(t.state_hash("spot"), hash, "{cmd} changed the state");
+    }
+    // A principal with no account is refused too.
+    let mallory = Caller::new("mallory", ["client"]);
+    let e = t
+        .call_as(
+            "spot",
+            &mallory,
+            json!({"cancel": {"user": 1, "order": order}}),
+        )
+        .unwrap_err();
+    assert_eq!(refusal_code(e), "no-account");
+    assert_eq!(t.state_hash("spot"), hash);
+
+    // Bob trades as himself against alice's order.
+    let placed = t
+        .call_as(
+            "spot",
+            &bob,
+            json!({"place": {"user": 2, "market": 1, "side": "buy", "price": 100, "qty": 4}}),
+        )
+        .unwrap();
+    assert_eq!(placed["filled"], 4);
+    // The operator cancels the rest of alice's order on her behalf.
+    assert_eq!(
+        t.call_as("spot", &ops, json!({"cancel": {"user": 1, "order": order}}))
+            .unwrap(),
+        json!({"canceled": [order]})
+    );
+    let balances = t.query("spot", json!({"balances": {"user": 1}})).unwrap();
+    assert_eq!(balances["BTC"], json!({"available": 996, "frozen": 0}));
+    assert_eq!(balances["USD"], json!({"available": 400, "frozen": 0}));
+
+    // Replay runs every command with its journaled caller and reproduces
+    // the refusals' absence of effects and the state hash.
+    let verdicts = t.verify_replay();
+    assert!(verdicts.iter().all(|v| v.ok()), "{verdicts:?}");
+}

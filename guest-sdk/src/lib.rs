@@ -43,7 +43,7 @@ pub mod bindings {
 #[global_allocator]
 static ALLOCATOR: alloc::CachingAlloc = alloc::CachingAlloc::new();
 
-pub use context::{Level, log, sequence, timestamp_ms};
+pub use context::{Caller, Level, caller, log, sequence, timestamp_ms};
 pub use error::{Error, StorageError};
 pub use key::{Key, KeyDecodeError};
 pub use plugin::{Adapter, Plugin};

@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::backend::native::STATE;
-use crate::context::Level;
+use crate::context::{Caller, Level};
 use crate::error::Error;
 use crate::plugin::{Plugin, decode_json, encode_json};
 
@@ -29,6 +29,7 @@ pub type Dump = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 pub struct Harness<P: Plugin> {
     sequence: u64,
     timestamp_ms: u64,
+    caller: Option<Caller>,
     _plugin: PhantomData<P>,
 }
 
@@ -45,6 +46,7 @@ impl<P: Plugin> Harness<P> {
         Self {
             sequence: 0,
             timestamp_ms: 1_700_000_000_000,
+            caller: None,
             _plugin: PhantomData,
         }
     }
@@ -53,7 +55,7 @@ impl<P: Plugin> Harness<P> {
     /// does on first deployment.
     pub fn with_config(config: P::Config) -> Result<Self, Error> {
         let mut h = Self::new();
-        h.run_atomic(|| P::init(config))?;
+        h.run_atomic(None, || P::init(config))?;
         Ok(h)
     }
 
@@ -63,12 +65,36 @@ impl<P: Plugin> Harness<P> {
         self.timestamp_ms = timestamp_ms;
     }
 
+    /// Sets the caller that the next commands and queries see through
+    /// [`crate::caller`], until changed (`None`, the default, as for a call
+    /// from inside the host). `init` and `migrate` always run without a
+    /// caller, as in the host.
+    pub fn set_caller(&mut self, caller: Option<Caller>) {
+        self.caller = caller;
+    }
+
+    /// Sets the caller (see [`Harness::set_caller`]) and returns the harness,
+    /// to chain: `h.as_caller(&alice).handle(cmd)`.
+    pub fn as_caller(&mut self, caller: &Caller) -> &mut Self {
+        self.caller = Some(caller.clone());
+        self
+    }
+
+    /// The caller the next calls see.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
     /// The sequence number of the last command run.
     pub fn sequence(&self) -> u64 {
         self.sequence
     }
 
-    fn run_atomic<T>(&mut self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    fn run_atomic<T>(
+        &mut self,
+        caller: Option<Caller>,
+        f: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.sequence += 1;
         self.timestamp_ms += 1;
         let (seq, ts) = (self.sequence, self.timestamp_ms);
@@ -77,6 +103,7 @@ impl<P: Plugin> Harness<P> {
             s.read_only = false;
             s.sequence = seq;
             s.timestamp_ms = ts;
+            s.caller = caller;
         });
         let outcome = match catch_unwind(AssertUnwindSafe(f)) {
             Ok(result) => result,
@@ -107,12 +134,12 @@ impl<P: Plugin> Harness<P> {
 
     /// Runs a command atomically: on error or panic its writes are undone.
     pub fn handle(&mut self, command: P::Command) -> Result<P::Response, Error> {
-        self.run_atomic(|| P::handle(command))
+        self.run_atomic(self.caller.clone(), || P::handle(command))
     }
 
     /// Runs a command given as JSON, exactly as the component receives it.
     pub fn handle_json(&mut self, command: &str) -> Result<serde_json::Value, Error> {
-        let bytes = self.run_atomic(|| {
+        let bytes = self.run_atomic(self.caller.clone(), || {
             let command = decode_json("command", command.as_bytes())?;
             encode_json(&P::handle(command)?)
         })?;
@@ -121,7 +148,7 @@ impl<P: Plugin> Harness<P> {
 
     /// Runs `migrate(from_schema)` atomically.
     pub fn migrate(&mut self, from_schema: u32) -> Result<(), Error> {
-        self.run_atomic(|| P::migrate(from_schema))
+        self.run_atomic(None, || P::migrate(from_schema))
     }
 
     /// Answers a query; any write it attempts is refused.
@@ -129,6 +156,7 @@ impl<P: Plugin> Harness<P> {
         STATE.with_borrow_mut(|s| {
             s.read_only = true;
             s.sequence = 0;
+            s.caller = self.caller.clone();
         });
         let result = catch_unwind(AssertUnwindSafe(|| P::query(request)))
             .unwrap_or_else(|_| Err(Error::new("trap", "query panicked")));
@@ -151,5 +179,76 @@ impl<P: Plugin> Harness<P> {
     /// Log lines written so far, oldest first.
     pub fn logs(&self) -> Vec<(Level, String)> {
         STATE.with_borrow(|s| s.logs.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Table;
+
+    const SEEN: Table<u64, Option<Caller>> = Table::new("seen");
+
+    /// Records the caller of each command and `init`/`migrate`, answers it.
+    struct Echo;
+
+    impl Plugin for Echo {
+        const NAME: &'static str = "echo";
+        const VERSION: &'static str = "1";
+        const SCHEMA: u32 = 1;
+        type Config = ();
+        type Command = ();
+        type Response = Option<Caller>;
+        type Query = ();
+        type QueryResponse = Option<Caller>;
+
+        fn init(_: ()) -> Result<(), Error> {
+            SEEN.put(&0, &crate::caller());
+            Ok(())
+        }
+
+        fn handle(_: ()) -> Result<Option<Caller>, Error> {
+            SEEN.put(&crate::sequence(), &crate::caller());
+            Ok(crate::caller())
+        }
+
+        fn query(_: ()) -> Result<Option<Caller>, Error> {
+            Ok(crate::caller())
+        }
+
+        fn migrate(_: u32) -> Result<(), Error> {
+            SEEN.put(&u64::MAX, &crate::caller());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn commands_and_queries_see_the_caller_the_harness_sets() {
+        let alice = Caller::new("alice", ["client"]);
+        let op = Caller::new("ops", ["client", "operator"]);
+        assert!(op.is_operator() && !alice.is_operator());
+        assert!(alice.has_role("client") && !alice.has_role("Client"));
+
+        let mut h = Harness::<Echo>::with_config(()).unwrap();
+        h.set_caller(Some(alice.clone()));
+        assert_eq!(h.handle(()).unwrap(), Some(alice.clone()));
+        assert_eq!(h.query(()).unwrap(), Some(alice.clone()));
+        assert_eq!(h.as_caller(&op).handle(()).unwrap(), Some(op.clone()));
+        assert_eq!(h.query_json("null").unwrap()["principal"], "ops");
+        h.migrate(1).unwrap();
+        h.set_caller(None);
+        assert_eq!(h.handle(()).unwrap(), None);
+        // init and migrate run without a caller, whatever the harness holds.
+        let seen: Vec<_> = SEEN.iter().collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, None),
+                (2, Some(alice)),
+                (3, Some(op)),
+                (5, None),
+                (u64::MAX, None)
+            ]
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! code called natively (JSON decoding included), and the full pipeline
 //! (queue, batch, journal entry, relaxed commit) per command.
 //!
+//! Every call carries a caller (as an authenticated request does).
 //! Component calls are measured under both instance policies: `fresh` (the
 //! default: every call on a new instance from the initial memory image)
 //! and `reuse` (one instance for every call).
@@ -17,15 +18,18 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use keel_guest::bindings::exports::keel::plugin::guest::Guest as _;
-use keel_host::InstancePolicy;
 use keel_host::runtime::{PluginInstance, Runtime};
 use keel_host::testkit::TestHost;
+use keel_host::{Caller, InstancePolicy};
 use stats::{Latencies, env_usize, per_second};
 
 const NOOP: &[u8] = b"\"noop\"";
 
 fn main() {
     let calls = env_usize("KEEL_BENCH_CALLS", 200_000);
+    // Every call carries a caller, as an authenticated HTTP request does.
+    let caller = Caller::new("bench-client", ["client", "operator"]);
+    let caller_arc = std::sync::Arc::new(caller.clone());
     let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(cache.path()).unwrap();
     let bytes = std::fs::read(keel_plugins::BENCH).unwrap();
@@ -68,6 +72,7 @@ fn main() {
         for i in 0..calls {
             instance.set_context(i as u64, 0);
             let t = Instant::now();
+            instance.set_caller(Some(caller_arc.clone()));
             black_box(instance.handle(black_box(NOOP))).unwrap();
             wasm.push(t.elapsed().as_nanos() as u64);
         }
@@ -84,7 +89,10 @@ fn main() {
     let start = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for _ in 0..pipeline_calls {
-        pending.push_back(host.submit_pipelined("bench", NOOP).unwrap());
+        pending.push_back(
+            host.submit_pipelined_as("bench", NOOP, Some(caller.clone()))
+                .unwrap(),
+        );
         if pending.len() >= 4096 {
             pending
                 .pop_front()

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
+use crate::caller::Caller;
 use crate::config::BatchConfig;
 use crate::error::HostError;
 use crate::executor::{Call, Committed, Executor, Scheduled};
@@ -39,6 +40,7 @@ pub(crate) enum Request {
     },
     Query {
         bytes: Vec<u8>,
+        caller: Option<Arc<Caller>>,
         reply: Reply<Vec<u8>>,
     },
     Upgrade {
@@ -164,7 +166,11 @@ impl Actor {
         for request in requests {
             match request {
                 Request::Command { call, reply } => commands.push((call, reply)),
-                Request::Query { bytes, reply } => queries.push((bytes, reply)),
+                Request::Query {
+                    bytes,
+                    caller,
+                    reply,
+                } => queries.push((bytes, caller, reply)),
                 Request::Upgrade {
                     component,
                     forced,
@@ -177,8 +183,8 @@ impl Actor {
             }
         }
         self.commit(commands);
-        for (bytes, reply) in queries {
-            let _ = reply.send(self.executor.query(&bytes));
+        for (bytes, caller, reply) in queries {
+            let _ = reply.send(self.executor.query(&bytes, caller));
         }
     }
 
@@ -215,10 +221,12 @@ impl Actor {
     }
 }
 
-/// A command to run now, with host-assigned sequence and timestamp.
-pub(crate) fn command(bytes: Vec<u8>) -> Scheduled {
+/// A command from `caller` to run now, with host-assigned sequence and
+/// timestamp.
+pub(crate) fn command(bytes: Vec<u8>, caller: Option<Arc<Caller>>) -> Scheduled {
     Scheduled {
         call: Call::Command(bytes),
         forced: None,
+        caller,
     }
 }

@@ -29,9 +29,33 @@ struct ClientArgs {
     /// Address of the running host.
     #[arg(long, env = "KEEL_ADDR", default_value = "http://127.0.0.1:7700")]
     addr: String,
-    /// API token, when the host requires one.
-    #[arg(long, env = "KEEL_TOKEN")]
-    token: Option<String>,
+    /// File holding the API token (its first line), when the host
+    /// requires one. Without it the token is read from the KEEL_TOKEN
+    /// environment variable. A token is never given as an argument:
+    /// `ps` shows every process's arguments.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The bearer token: `--token-file`'s first line, else `KEEL_TOKEN`.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or_default().trim().to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the token file {} is empty",
+                path.display()
+            );
+            return Ok(Some(token));
+        }
+        Ok(std::env::var("KEEL_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,14 +120,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Reads an API token from stdin and prints its SHA-256 (hex), the
+    /// `token_sha256` to put in a `[[principal]]` of the configuration.
+    /// Use a long random token, e.g. `openssl rand -hex 32`.
+    HashToken,
     /// Replays the journal of a stopped host into a scratch database and
     /// checks that every plugin's state hash is reproduced exactly.
     Verify {
         /// The host's data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Where the host keeps compiled components (its `cache_dir`;
+        /// default `<data-dir>/cache`), so that replay does not compile them
+        /// again.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
-    /// Prints a plugin's journal entries as JSON lines.
+    /// Prints a plugin's journal entries as JSON lines (sequence,
+    /// timestamp, module, kind, payload, caller, outcome).
     Journal {
         /// The host's data directory (host stopped).
         #[arg(long)]
@@ -194,7 +228,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &format!("/v1/plugins/{plugin}/rollback/{module_hash}"),
             Vec::new(),
         ),
-        Command::Verify { data_dir } => verify(data_dir),
+        Command::HashToken => hash_token(),
+        Command::Verify {
+            data_dir,
+            cache_dir,
+        } => verify(data_dir, cache_dir),
         Command::Journal {
             data_dir,
             plugin,
@@ -226,6 +264,8 @@ fn serve(
         .context("starting the async runtime")?;
     let listen = config.listen;
     let durability = config.durability;
+    let access = Arc::new(crate::auth::Access::from_config(&config.principals)?);
+    access.check_listen(listen)?;
     let host = Arc::new(Host::open(config)?);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
@@ -233,11 +273,12 @@ fn serve(
     let local = listener.local_addr()?;
     // Tests and scripts wait for this line.
     println!(
-        "keel listening on http://{local} (durability: {})",
-        durability.as_str()
+        "keel listening on http://{local} (durability: {}; authentication: {})",
+        durability.as_str(),
+        access.describe()
     );
     std::io::stdout().flush().ok();
-    tracing::info!(%local, durability = durability.as_str(), "serving");
+    tracing::info!(%local, durability = durability.as_str(), authentication = %access.describe(), "serving");
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -247,7 +288,7 @@ fn serve(
             _ = term.recv() => {},
         }
     };
-    runtime.block_on(crate::http::serve(host.clone(), listener, shutdown))?;
+    runtime.block_on(crate::http::serve(host.clone(), access, listener, shutdown))?;
     drop(runtime);
     match Arc::try_unwrap(host) {
         Ok(host) => host.shutdown(),
@@ -257,12 +298,32 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-fn agent(client: &ClientArgs) -> (ureq::Agent, Option<String>) {
+fn agent(client: &ClientArgs) -> anyhow::Result<(ureq::Agent, Option<String>)> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
-    (agent, client.token.as_ref().map(|t| format!("Bearer {t}")))
+    Ok((agent, client.token()?.map(|t| format!("Bearer {t}"))))
+}
+
+fn hash_token() -> anyhow::Result<ExitCode> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("reading the token from stdin")?;
+    let token = text.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!token.is_empty(), "no token on stdin");
+    anyhow::ensure!(
+        token.trim() == token,
+        "the token starts or ends with a space; clients trim it, so it could never match"
+    );
+    if token.len() < 32 {
+        eprintln!(
+            "warning: a token of {} characters is short; use at least 32 random characters (openssl rand -hex 32)",
+            token.len()
+        );
+    }
+    println!("{}", crate::auth::hash_hex(&crate::auth::hash_token(token)));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn finish(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<ExitCode> {
@@ -285,7 +346,7 @@ fn finish(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Exit
 }
 
 fn client_get(client: &ClientArgs, path: &str) -> anyhow::Result<ExitCode> {
-    let (agent, auth) = agent(client);
+    let (agent, auth) = agent(client)?;
     let url = format!("{}{path}", client.addr.trim_end_matches('/'));
     let mut req = agent.get(&url);
     if let Some(auth) = &auth {
@@ -295,7 +356,7 @@ fn client_get(client: &ClientArgs, path: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn client_post(client: &ClientArgs, path: &str, body: Vec<u8>) -> anyhow::Result<ExitCode> {
-    let (agent, auth) = agent(client);
+    let (agent, auth) = agent(client)?;
     let url = format!("{}{path}", client.addr.trim_end_matches('/'));
     let mut req = agent.post(&url);
     if let Some(auth) = &auth {
@@ -318,7 +379,7 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
-fn verify(data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+fn verify(data_dir: PathBuf, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let db = Db::open(&data_dir.join("keel.redb"), Durability::Immediate).with_context(|| {
         format!(
             "opening {} (is the host still running?)",
@@ -326,12 +387,15 @@ fn verify(data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         )
     })?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let results = crate::replay::replay(&db, scratch.path(), |plugin, done, total| {
-        eprint!("\rreplaying {plugin}: {done}/{total}");
-        if done == total {
-            eprintln!();
-        }
-    })?;
+    // The host's own compiled components.
+    let cache = cache_dir.unwrap_or_else(|| data_dir.join("cache"));
+    let results =
+        crate::replay::replay_with_cache(&db, scratch.path(), &cache, |plugin, done, total| {
+            eprint!("\rreplaying {plugin}: {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        })?;
     let mut ok = true;
     for v in &results {
         let verdict = if v.ok() { "OK" } else { "MISMATCH" };
@@ -396,6 +460,7 @@ fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Re
                 "module": hex(&entry.module_hash),
                 "kind": kind,
                 "payload": payload,
+                "caller": entry.caller.as_deref(),
                 "outcome": outcome,
             })
         );

@@ -126,6 +126,62 @@ impl RuntimeConfig {
     }
 }
 
+/// Limits of the HTTP front (`[http]`): every connection and upload is
+/// bounded in count and time before any credential is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Most open connections; one more is accepted and closed at once.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers, from the moment the
+    /// connection opens or the previous response was sent (so it is also
+    /// the idle keep-alive timeout), in milliseconds.
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a whole request body, in milliseconds.
+    pub body_timeout_ms: u64,
+    /// Most command and query bodies read at once (memory held by uploads
+    /// is at most this times `limits.command_bytes_max`).
+    pub uploads_max: usize,
+    /// How long a shutdown (SIGTERM, Ctrl-C) waits for requests in flight
+    /// before closing their connections, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connections_max: limits::HTTP_CONNECTIONS_MAX,
+            header_timeout_ms: limits::HTTP_HEADER_TIMEOUT_MS,
+            body_timeout_ms: limits::HTTP_BODY_TIMEOUT_MS,
+            uploads_max: limits::HTTP_UPLOADS_MAX,
+            shutdown_grace_ms: limits::HTTP_SHUTDOWN_GRACE_MS,
+        }
+    }
+}
+
+/// A principal (`[[principal]]`): a caller of the HTTP API, its
+/// credential and its roles (see [`crate::auth`]). The configuration holds
+/// only hashes of tokens, never a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The principal's name (what plugins see as the caller).
+    pub name: String,
+    /// SHA-256 of its bearer token, 64 hex digits (`keel hash-token`).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A file of such hashes, one per line (`#` comments allowed): several
+    /// tokens for one principal, e.g. while rotating (relative to the
+    /// config file).
+    #[serde(default)]
+    pub token_sha256_file: Option<PathBuf>,
+    /// `admin`, `client`, `operator`.
+    pub roles: Vec<crate::auth::Role>,
+    /// The plugins a client or operator may use (default: every plugin).
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
+}
+
 /// A plugin to deploy at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,8 +210,12 @@ pub struct HostConfig {
     pub listen: SocketAddr,
     /// Commit durability; `relaxed` must be chosen explicitly.
     pub durability: Durability,
-    /// Bearer token required by the HTTP API when set.
-    pub token: Option<String>,
+    /// Callers of the HTTP API and their roles; none: the API is
+    /// unauthenticated and served on a loopback address only.
+    #[serde(rename = "principal")]
+    pub principals: Vec<PrincipalConfig>,
+    /// Limits of the HTTP front.
+    pub http: HttpConfig,
     /// Group commit.
     pub batch: BatchConfig,
     /// When the write-ahead log is folded into a durable redb commit.
@@ -176,7 +236,8 @@ impl Default for HostConfig {
             cache_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             durability: Durability::Immediate,
-            token: None,
+            principals: Vec::new(),
+            http: HttpConfig::default(),
             batch: BatchConfig::default(),
             checkpoint: Default::default(),
             limits: Limits::default(),
@@ -191,11 +252,26 @@ impl HostConfig {
     pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
+        if let Ok(table) = toml::from_str::<toml::Table>(&text) {
+            anyhow::ensure!(
+                !table.contains_key("token"),
+                "{}: `token` is no longer supported (it held a secret in clear); declare \
+                 [[principal]] tables with `token_sha256` (`keel hash-token` prints it) and `roles`",
+                path.display()
+            );
+        }
         let mut config: HostConfig =
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
+        }
+        for principal in &mut config.principals {
+            if let Some(p) = &principal.token_sha256_file
+                && p.is_relative()
+            {
+                principal.token_sha256_file = Some(base.join(p));
+            }
         }
         for spec in &mut config.plugins {
             if let Some(p) = &spec.path
@@ -227,6 +303,16 @@ impl HostConfig {
             self.limits.memory_bytes_max >= 1 << 20,
             "limits.memory_bytes_max must be at least 1 MiB"
         );
+        let h = &self.http;
+        anyhow::ensure!(
+            h.connections_max >= 1 && h.uploads_max >= 1,
+            "http.connections_max and http.uploads_max must be at least 1"
+        );
+        anyhow::ensure!(
+            h.header_timeout_ms >= 100 && h.body_timeout_ms >= 100,
+            "http.header_timeout_ms and http.body_timeout_ms must be at least 100 ms"
+        );
+        crate::auth::Access::from_config(&self.principals)?;
         for (i, spec) in self.plugins.iter().enumerate() {
             anyhow::ensure!(
                 spec.bundled.is_some() != spec.path.is_some(),
@@ -251,6 +337,45 @@ mod tests {
         assert_eq!(config.checkpoint.log_bytes_max, 64 << 20);
         assert_eq!(config.batch.max_commands, 4096);
         assert_eq!(config.plugins.len(), 5);
+    }
+
+    #[test]
+    fn principals_and_http_limits_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        let hash = crate::auth::hash_hex(&crate::auth::hash_token("t"));
+        std::fs::write(
+            dir.path().join("ops.sha256"),
+            format!("# rotation\n{hash}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[http]\nconnections_max = 10\n\n[[principal]]\nname = \"alice\"\n\
+                 token_sha256 = \"{}\"\nroles = [\"client\"]\nplugins = [\"spot\"]\n\n\
+                 [[principal]]\nname = \"ops\"\ntoken_sha256_file = \"ops.sha256\"\n\
+                 roles = [\"operator\", \"client\"]\n",
+                crate::auth::hash_hex(&crate::auth::hash_token("other"))
+            ),
+        )
+        .unwrap();
+        let config = HostConfig::load(&path).unwrap();
+        assert_eq!(config.http.connections_max, 10);
+        assert_eq!(config.principals.len(), 2);
+        assert_eq!(
+            config.principals[1].token_sha256_file.as_deref(),
+            Some(dir.path().join("ops.sha256").as_path())
+        );
+    }
+
+    #[test]
+    fn a_clear_token_is_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "token = \"s3cret\"\n").unwrap();
+        let err = format!("{:#}", HostConfig::load(&path).unwrap_err());
+        assert!(err.contains("keel hash-token"), "{err}");
     }
 
     #[test]

@@ -63,9 +63,12 @@ pub enum HostError {
     /// The host is shutting down.
     #[error("the host is shutting down")]
     Stopped,
-    /// Missing or wrong API token.
-    #[error("missing or wrong API token")]
-    Unauthorized,
+    /// Missing, malformed or unknown bearer token (the reason).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A valid credential without the right to this route or plugin.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<StorageError> for HostError {
@@ -87,7 +90,8 @@ impl HostError {
             HostError::BadComponent(_) => "bad-component",
             HostError::Deploy(_) => "deploy-refused",
             HostError::Stopped => "stopped",
-            HostError::Unauthorized => "unauthorized",
+            HostError::Unauthorized(_) => "unauthorized",
+            HostError::Forbidden(_) => "forbidden",
         }
     }
 
@@ -102,7 +106,8 @@ impl HostError {
             }
             HostError::Overloaded(_) | HostError::Stopped => 503,
             HostError::Storage(_) => 500,
-            HostError::Unauthorized => 401,
+            HostError::Unauthorized(_) => 401,
+            HostError::Forbidden(_) => 403,
         }
     }
 

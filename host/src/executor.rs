@@ -6,6 +6,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::caller::Caller;
 use crate::config::{InstancePolicy, Limits};
 use crate::error::HostError;
 use crate::runtime::imports::StorageAccess;
@@ -33,6 +34,8 @@ pub struct Scheduled {
     pub call: Call,
     /// Forced (sequence, timestamp) when replaying.
     pub forced: Option<(u64, u64)>,
+    /// Who sent it (journaled with it; the journaled one when replaying).
+    pub caller: Option<Arc<Caller>>,
 }
 
 /// What one call produced once its batch committed.
@@ -124,6 +127,7 @@ impl Executor {
                 Call::RecordedFailure(entry) => entry,
                 call => {
                     self.instance.set_context(sequence, timestamp_ms);
+                    self.instance.set_caller(scheduled.caller.clone());
                     self.batch().begin_command();
                     let (kind, result) = match call {
                         Call::Command(bytes) => {
@@ -154,6 +158,7 @@ impl Executor {
                         module_hash,
                         kind,
                         outcome,
+                        caller: scheduled.caller,
                     }
                 }
             };
@@ -194,11 +199,16 @@ impl Executor {
         self.record = record;
     }
 
-    /// Answers a query from the committed state.
-    pub fn query(&mut self, request: &[u8]) -> Result<Vec<u8>, HostError> {
+    /// Answers a query from the committed state, as `caller`.
+    pub fn query(
+        &mut self,
+        request: &[u8],
+        caller: Option<Arc<Caller>>,
+    ) -> Result<Vec<u8>, HostError> {
         let view = self.db.read()?;
         self.instance.set_storage(StorageAccess::Read(view));
         self.instance.set_context(0, now_ms());
+        self.instance.set_caller(caller);
         let result = self.instance.query(request);
         self.instance.take_storage();
         result.map_err(|e| match e {
@@ -243,6 +253,7 @@ impl Executor {
         batch.begin_command();
         exec.instance.set_storage(StorageAccess::Batch(batch));
         exec.instance.set_context(1, timestamp_ms);
+        exec.instance.set_caller(None);
         let result = exec.instance.init(&config);
         let StorageAccess::Batch(mut batch) = exec.instance.take_storage() else {
             unreachable!("the batch was lent above")
@@ -267,6 +278,7 @@ impl Executor {
                 module_hash: hash,
                 kind: EntryKind::Init { config },
                 outcome: Outcome::Ok(b"null".to_vec()),
+                caller: None,
             },
         );
         let bytes = exec.instance.component().bytes.clone();
@@ -314,6 +326,7 @@ impl Executor {
         batch.begin_command();
         candidate.set_storage(StorageAccess::Batch(batch));
         candidate.set_context(sequence, timestamp_ms);
+        candidate.set_caller(None);
         // A migration may rewrite the whole state: it gets its own budget.
         candidate.set_limits(self.limits.for_migrate());
         let migrated = candidate.migrate(old.schema);
@@ -350,6 +363,7 @@ impl Executor {
                     from_schema: old.schema,
                 },
                 outcome: Outcome::Ok(b"null".to_vec()),
+                caller: None,
             },
         );
         batch.put_module(&component.hash, &component.bytes)?;

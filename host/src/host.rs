@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::actor::{self, ActorHandle, Receipt, Request};
+use crate::caller::Caller;
 use crate::config::{HostConfig, PluginSpec};
 use crate::error::HostError;
 use crate::executor::{Executor, Scheduled};
@@ -362,22 +363,48 @@ impl Host {
         &self,
         plugin: &str,
         command: &[u8],
+        caller: Option<Caller>,
     ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
         check_json("command", command, self.config.limits.command_bytes_max)?;
-        self.enqueue_command(plugin, actor::command(command.to_vec()))
+        let call = actor::command(command.to_vec(), caller.map(Arc::new));
+        self.enqueue_command(plugin, call)
     }
 
     /// Submits a command and waits until it is durably committed (or
-    /// refused). Blocking: not for use inside an async runtime.
+    /// refused). Blocking: not for use inside an async runtime. The plugin
+    /// sees no caller (see [`Host::submit_as`]).
     pub fn submit(&self, plugin: &str, command: &[u8]) -> Result<Receipt, HostError> {
-        self.enqueue(plugin, command)?
+        self.submit_as(plugin, command, None)
+    }
+
+    /// Submits a command on behalf of `caller` (what the plugin's
+    /// `context.caller` returns; journaled with the command, so replay
+    /// sees it too) and waits until it is durably committed. Blocking.
+    pub fn submit_as(
+        &self,
+        plugin: &str,
+        command: &[u8],
+        caller: Option<Caller>,
+    ) -> Result<Receipt, HostError> {
+        self.enqueue(plugin, command, caller)?
             .blocking_recv()
             .map_err(|_| HostError::Stopped)?
     }
 
     /// Submits a command and waits for its commit, asynchronously.
     pub async fn submit_async(&self, plugin: &str, command: &[u8]) -> Result<Receipt, HostError> {
-        self.enqueue(plugin, command)?
+        self.submit_async_as(plugin, command, None).await
+    }
+
+    /// Submits a command on behalf of `caller` and waits for its commit,
+    /// asynchronously.
+    pub async fn submit_async_as(
+        &self,
+        plugin: &str,
+        command: &[u8],
+        caller: Option<Caller>,
+    ) -> Result<Receipt, HostError> {
+        self.enqueue(plugin, command, caller)?
             .await
             .map_err(|_| HostError::Stopped)?
     }
@@ -389,7 +416,17 @@ impl Host {
         plugin: &str,
         command: &[u8],
     ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
-        self.enqueue(plugin, command)
+        self.enqueue(plugin, command, None)
+    }
+
+    /// [`Host::submit_pipelined`] on behalf of `caller`.
+    pub fn submit_pipelined_as(
+        &self,
+        plugin: &str,
+        command: &[u8],
+        caller: Option<Caller>,
+    ) -> Result<oneshot::Receiver<Result<Receipt, HostError>>, HostError> {
+        self.enqueue(plugin, command, caller)
     }
 
     pub(crate) fn enqueue_scheduled(
@@ -404,6 +441,7 @@ impl Host {
         &self,
         plugin: &str,
         request: &[u8],
+        caller: Option<Caller>,
     ) -> Result<oneshot::Receiver<Result<Vec<u8>, HostError>>, HostError> {
         check_json("query", request, self.config.limits.command_bytes_max)?;
         let (reply, rx) = oneshot::channel();
@@ -411,22 +449,45 @@ impl Host {
             plugin,
             Request::Query {
                 bytes: request.to_vec(),
+                caller: caller.map(Arc::new),
                 reply,
             },
         )?;
         Ok(rx)
     }
 
-    /// Runs a read-only query against committed state. Blocking.
+    /// Runs a read-only query against committed state. Blocking. The plugin
+    /// sees no caller (see [`Host::query_as`]).
     pub fn query(&self, plugin: &str, request: &[u8]) -> Result<Vec<u8>, HostError> {
-        self.enqueue_query(plugin, request)?
+        self.query_as(plugin, request, None)
+    }
+
+    /// Runs a read-only query on behalf of `caller` (what the plugin's
+    /// `context.caller` returns). Blocking.
+    pub fn query_as(
+        &self,
+        plugin: &str,
+        request: &[u8],
+        caller: Option<Caller>,
+    ) -> Result<Vec<u8>, HostError> {
+        self.enqueue_query(plugin, request, caller)?
             .blocking_recv()
             .map_err(|_| HostError::Stopped)?
     }
 
     /// Runs a read-only query, asynchronously.
     pub async fn query_async(&self, plugin: &str, request: &[u8]) -> Result<Vec<u8>, HostError> {
-        self.enqueue_query(plugin, request)?
+        self.query_async_as(plugin, request, None).await
+    }
+
+    /// Runs a read-only query on behalf of `caller`, asynchronously.
+    pub async fn query_async_as(
+        &self,
+        plugin: &str,
+        request: &[u8],
+        caller: Option<Caller>,
+    ) -> Result<Vec<u8>, HostError> {
+        self.enqueue_query(plugin, request, caller)?
             .await
             .map_err(|_| HostError::Stopped)?
     }
@@ -551,7 +612,8 @@ fn bundled_path(name: &str) -> anyhow::Result<std::path::PathBuf> {
 /// Parses a 64-hex-digit module hash.
 pub fn parse_hash(text: &str) -> Result<[u8; 32], HostError> {
     let bad = || HostError::Deploy(format!("{text:?} is not a 64-hex-digit module hash"));
-    if text.len() != 64 {
+    // ASCII first: slicing a multi-byte character in half would panic.
+    if text.len() != 64 || !text.is_ascii() {
         return Err(bad());
     }
     let mut out = [0u8; 32];
@@ -564,4 +626,20 @@ pub fn parse_hash(text: &str) -> Result<[u8; 32], HostError> {
 /// Reads a component file from disk (a helper for the CLI and tests).
 pub fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading component {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hash;
+
+    #[test]
+    fn a_module_hash_with_multi_byte_characters_is_refused_not_a_panic() {
+        // 64 bytes, but 'é' is two of them: slicing by byte pairs used to
+        // cut it in half and panic.
+        let text = format!("{}{}", "é".repeat(16), "0".repeat(32));
+        assert_eq!(text.len(), 64);
+        assert!(parse_hash(&text).is_err());
+        assert!(parse_hash(&"ab".repeat(32)).is_ok());
+        assert!(parse_hash(&"zz".repeat(32)).is_err());
+    }
 }

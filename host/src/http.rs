@@ -1,44 +1,103 @@
-//! The HTTP/JSON API (axum). Every route calls the in-process [`Host`] API.
+//! The HTTP/JSON API (axum on hyper). Every route calls the in-process
+//! [`Host`] API.
 //!
-//! | method | path | body | answer |
-//! |---|---|---|---|
-//! | GET | `/v1/status` | | durability (named in full), batch size, plugins |
-//! | GET | `/v1/plugins` | | every plugin: version, schema, last sequence, state hash |
-//! | GET | `/v1/plugins/{name}` | | one plugin |
-//! | POST | `/v1/plugins/{name}/commands` | command JSON | `{"sequence": n, "response": ...}` once durable |
-//! | POST | `/v1/plugins/{name}/queries` | query JSON | `{"response": ...}` |
-//! | POST | `/v1/plugins` | component bytes (`?config=<json>`) | deploy or hot-swap |
-//! | POST | `/v1/plugins/{name}/rollback/{module_hash}` | | make an earlier version active |
-//! | GET | `/metrics` | | Prometheus text |
+//! | method | path | role | body | answer |
+//! |---|---|---|---|---|
+//! | GET | `/v1/status` | any | | durability (named in full), authentication, batch size, plugins |
+//! | GET | `/v1/plugins` | any | | every plugin: version, schema, last sequence, state hash |
+//! | GET | `/v1/plugins/{name}` | any (allowed the plugin) | | one plugin |
+//! | POST | `/v1/plugins/{name}/commands` | `client` or `operator` (allowed the plugin) | command JSON | `{"sequence": n, "response": ...}` once durable |
+//! | POST | `/v1/plugins/{name}/queries` | `client` or `operator` (allowed the plugin) | query JSON | `{"response": ...}` |
+//! | POST | `/v1/plugins` | `admin` | component bytes (`?config=<json>`) | deploy or hot-swap |
+//! | POST | `/v1/plugins/{name}/rollback/{module_hash}` | `admin` | | make an earlier version active |
+//! | GET | `/metrics` | none (open) | | Prometheus text |
 //!
-//! Errors: `{"error": {"code": "...", "message": "...", "sequence": n?}}`
-//! with 400 (bad JSON, bad component), 401, 404 (unknown plugin), 413
-//! (too large), 422 (refused by the plugin or trapped), 503 (overloaded),
-//! 500 (storage). When a token is configured, every route but `/metrics`
-//! requires `Authorization: Bearer <token>`.
+//! **Authentication** ([`crate::auth`]): with principals configured, every
+//! route but `/metrics` requires `Authorization: Bearer <token>`; the token
+//! is checked from the headers before a byte of the body is read. `/metrics`
+//! stays open so that a scraper needs no secret: it shows only per-plugin
+//! sequence numbers and queue lengths, the durability mode and counters.
+//! With no principals the host is unauthenticated, serves only on a
+//! loopback address, and `/v1/status` says so. The authenticated principal
+//! is put in the request's extensions as `auth::Principal`.
+//!
+//! A plugin's response is embedded byte for byte (`response` is the
+//! plugin's JSON, never re-parsed, so a u128 stays exact).
+//!
+//! **Errors**: always `{"error": {"code": "...", "message": "...",
+//! "sequence": n?}}`, with
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `bad-json`, `bad-component`, `bad-request` | bad payload, component, query string or path |
+//! | 401 | `unauthorized` | no credential, a malformed one, or an unknown token |
+//! | 403 | `forbidden` | a valid credential without the role, or for a plugin it may not use |
+//! | 404 | `unknown-plugin`, `not-found` | no such plugin, no such route |
+//! | 405 | `method-not-allowed` | the route exists, not with this method |
+//! | 408 | `body-timeout` | the body did not arrive within `http.body_timeout_ms` |
+//! | 413 | `too-large` | body over the limit (command size, component size) |
+//! | 414 | `uri-too-long` | URI over [`HTTP_URI_BYTES_MAX`] |
+//! | 422 | plugin code, trap kind | refused by the plugin or trapped |
+//! | 431 | `headers-too-large` | headers over [`HTTP_HEADERS_BYTES_MAX`] |
+//! | 503 | `overloaded`, `stopped` | queue full, shutting down |
+//! | 500 | `storage-failure` | storage |
+//!
+//! A request line and headers larger than hyper's read buffer
+//! ([`HTTP_READ_BUFFER_BYTES_MAX`]) or unparsable as HTTP/1.1 are answered
+//! by hyper itself, with a bare 431 or 400 and the connection closed.
+//!
+//! **Abuse bounds** (`[http]` in the configuration, defaults in
+//! [`crate::limits`]): at most `connections_max` open connections (the
+//! next is accepted and closed at once); `header_timeout_ms` to send a
+//! request's headers, counted from the connection's opening or the last
+//! response (so idle keep-alive connections close too); `body_timeout_ms`
+//! to send a body; at most `uploads_max` command or query bodies and
+//! [`HTTP_DEPLOY_UPLOADS_MAX`] component bodies read at once, each into a
+//! buffer no larger than its limit; on shutdown, requests in flight get
+//! `shutdown_grace_ms`, then their connections are closed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::{FromRequestParts as _, Path, Query, RawPathParams, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http_body_util::BodyExt as _;
-use serde::Deserialize;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 
+use crate::auth::{Access, Denied, Need};
 use crate::error::HostError;
-use crate::host::Host;
-use crate::limits::{BODY_DRAIN_BYTES_MAX, COMPONENT_SIZE_BYTES_MAX};
+use crate::host::{Host, HostStatus};
+use crate::limits::{
+    BODY_DRAIN_BYTES_MAX, COMPONENT_SIZE_BYTES_MAX, HTTP_DEPLOY_UPLOADS_MAX,
+    HTTP_HEADERS_BYTES_MAX, HTTP_READ_BUFFER_BYTES_MAX, HTTP_URI_BYTES_MAX,
+};
 
 #[derive(Clone)]
 struct AppState {
     host: Arc<Host>,
-    token: Option<Arc<str>>,
+    access: Arc<Access>,
+    /// Permits to read a command or query body (`http.uploads_max`).
+    uploads: Arc<Semaphore>,
+    /// Time to read a whole body (`http.body_timeout_ms`).
+    body_timeout: Duration,
+}
+
+/// A JSON error answer that no [`HostError`] describes (routing, HTTP).
+fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        json!({"error": {"code": code, "message": message}}).to_string(),
+    )
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -66,13 +125,56 @@ fn raw_json(bytes: &[u8]) -> Result<&RawValue, Response> {
     })
 }
 
-/// Reads a request body of at most `limit` bytes. A larger body is
-/// drained (up to [`BODY_DRAIN_BYTES_MAX`]) so that the client, which is
-/// still sending, receives a clean 413 naming the limit instead of a reset
-/// connection.
-async fn read_body(body: Body, what: &'static str, limit: usize) -> Result<Bytes, Response> {
+/// Reads a request body of at most `limit` bytes within the body timeout,
+/// holding one of the `uploads` permits (a command or query) while it
+/// buffers. A larger body is drained without being kept (up to
+/// [`BODY_DRAIN_BYTES_MAX`], and at once refused when its declared length
+/// is over that) so that the client, which is still sending, receives a
+/// clean 413 naming the limit instead of a reset connection.
+async fn read_body(
+    app: &AppState,
+    body: Body,
+    what: &'static str,
+    limit: usize,
+) -> Result<Bytes, Response> {
+    let timeout = app.body_timeout;
+    let uploads = (what != "component").then(|| app.uploads.clone());
+    match tokio::time::timeout(timeout, read_body_within(uploads, body, what, limit)).await {
+        Ok(result) => result,
+        Err(_) => Err(plain_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            &format!(
+                "the {what} body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn read_body_within(
+    uploads: Option<Arc<Semaphore>>,
+    body: Body,
+    what: &'static str,
+    limit: usize,
+) -> Result<Bytes, Response> {
+    let too_large = |size: usize| error_response(&HostError::TooLarge { what, size, limit });
+    let declared = body.size_hint().exact().map(|n| n as usize);
+    if let Some(n) = declared
+        && n > BODY_DRAIN_BYTES_MAX
+    {
+        return Err(too_large(n));
+    }
+    let _permit = match (&uploads, declared) {
+        (Some(sem), d) if d.is_none_or(|n| n <= limit) => Some(
+            sem.acquire()
+                .await
+                .map_err(|_| error_response(&HostError::Stopped))?,
+        ),
+        _ => None,
+    };
     let mut body = body;
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -87,30 +189,63 @@ async fn read_body(body: Body, what: &'static str, limit: usize) -> Result<Bytes
                 buf.extend_from_slice(&data);
             } else if total > BODY_DRAIN_BYTES_MAX {
                 break;
+            } else if !buf.is_empty() {
+                buf = Vec::new();
             }
         }
     }
     if total > limit {
-        return Err(error_response(&HostError::TooLarge {
-            what,
-            size: total,
-            limit,
-        }));
+        return Err(too_large(total));
     }
     Ok(Bytes::from(buf))
 }
 
-async fn command(State(app): State<AppState>, Path(plugin): Path<String>, body: Body) -> Response {
+/// A command's answer. `response` is a [`RawValue`] serialized by
+/// `serde_json::to_string`, which writes it verbatim (`json!` would parse
+/// it into a `Value` and turn integers above u64::MAX into floats).
+#[derive(Serialize)]
+struct CommandAnswer<'a> {
+    sequence: u64,
+    response: &'a RawValue,
+}
+
+/// A query's answer; `response` verbatim, as in [`CommandAnswer`].
+#[derive(Serialize)]
+struct QueryAnswer<'a> {
+    response: &'a RawValue,
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The plugin's caller: the authenticated principal, if any.
+type CallerExt = Option<axum::Extension<crate::auth::Principal>>;
+
+fn caller_of(principal: CallerExt) -> Option<crate::caller::Caller> {
+    principal.map(|axum::Extension(p)| crate::caller::Caller::from(&p))
+}
+
+async fn command(
+    State(app): State<AppState>,
+    Path(plugin): Path<String>,
+    principal: CallerExt,
+    body: Body,
+) -> Response {
     let limit = app.host.config().limits.command_bytes_max;
-    let body = match read_body(body, "command", limit).await {
+    let body = match read_body(&app, body, "command", limit).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match app.host.submit_async(&plugin, &body).await {
+    let caller = caller_of(principal);
+    match app.host.submit_async_as(&plugin, &body, caller).await {
         Ok(receipt) => match raw_json(&receipt.response) {
             Ok(raw) => json_response(
                 StatusCode::OK,
-                json!({"sequence": receipt.sequence, "response": raw}).to_string(),
+                to_json(&CommandAnswer {
+                    sequence: receipt.sequence,
+                    response: raw,
+                }),
             ),
             Err(r) => r,
         },
@@ -118,25 +253,42 @@ async fn command(State(app): State<AppState>, Path(plugin): Path<String>, body: 
     }
 }
 
-async fn query(State(app): State<AppState>, Path(plugin): Path<String>, body: Body) -> Response {
+async fn query(
+    State(app): State<AppState>,
+    Path(plugin): Path<String>,
+    principal: CallerExt,
+    body: Body,
+) -> Response {
     let limit = app.host.config().limits.command_bytes_max;
-    let body = match read_body(body, "command", limit).await {
+    let body = match read_body(&app, body, "query", limit).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match app.host.query_async(&plugin, &body).await {
+    let caller = caller_of(principal);
+    match app.host.query_async_as(&plugin, &body, caller).await {
         Ok(bytes) => match raw_json(&bytes) {
-            Ok(raw) => json_response(StatusCode::OK, json!({ "response": raw }).to_string()),
+            Ok(raw) => json_response(StatusCode::OK, to_json(&QueryAnswer { response: raw })),
             Err(r) => r,
         },
         Err(e) => error_response(&e),
     }
 }
 
+/// `/v1/status`: the host's status and how it authenticates.
+#[derive(Serialize)]
+struct StatusAnswer {
+    #[serde(flatten)]
+    status: HostStatus,
+    authentication: String,
+}
+
 async fn status(State(app): State<AppState>) -> Response {
     json_response(
         StatusCode::OK,
-        serde_json::to_string(&app.host.status()).unwrap_or_default(),
+        to_json(&StatusAnswer {
+            status: app.host.status(),
+            authentication: app.access.describe(),
+        }),
     )
 }
 
@@ -167,7 +319,7 @@ async fn deploy(
     Query(params): Query<DeployParams>,
     body: Body,
 ) -> Response {
-    let body = match read_body(body, "component", COMPONENT_SIZE_BYTES_MAX).await {
+    let body = match read_body(&app, body, "component", COMPONENT_SIZE_BYTES_MAX).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -247,50 +399,292 @@ async fn metrics(State(app): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn require_token(
-    State(app): State<AppState>,
-    headers: HeaderMap,
+/// Checks the request's credential against the route's [`Need`] (from
+/// its headers only, before the body is read) and puts the principal in
+/// the request's extensions.
+async fn guard(
+    State((app, need)): State<(AppState, Need)>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &app.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(&**token) {
-            return error_response(&HostError::Unauthorized);
+    let (mut parts, body) = request.into_parts();
+    let plugin = match need {
+        Need::Client | Need::AnyForPlugin => {
+            // Authenticate first: an anonymous caller learns nothing of the path.
+            if let Err(denied) = app.access.check(&parts.headers, Need::Any, None) {
+                return refuse(&app, body, denied).await;
+            }
+            match RawPathParams::from_request_parts(&mut parts, &()).await {
+                Ok(params) => params
+                    .iter()
+                    .find(|(k, _)| *k == "name")
+                    .map(|(_, v)| v.to_owned()),
+                Err(e) => {
+                    return plain_error(StatusCode::BAD_REQUEST, "bad-request", &e.body_text());
+                }
+            }
         }
+        Need::Any | Need::Admin => None,
+    };
+    match app.access.check(&parts.headers, need, plugin.as_deref()) {
+        Ok(principal) => {
+            if let Some(principal) = principal {
+                parts.extensions.insert(principal);
+            }
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(denied) => refuse(&app, body, denied).await,
+    }
+}
+
+/// Answers a refused request after reading and discarding its body, as a
+/// lingering close does, so that a client still sending sees the answer
+/// rather than a reset connection. Nothing is kept: memory stays at
+/// hyper's read buffer. The discard stops past [`COMPONENT_SIZE_BYTES_MAX`]
+/// or the body timeout.
+async fn refuse(app: &AppState, body: Body, denied: Denied) -> Response {
+    let declared = body.size_hint().exact().unwrap_or(0);
+    if declared <= COMPONENT_SIZE_BYTES_MAX as u64 {
+        let discard = async {
+            let mut body = body;
+            let mut total = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                total += frame.data_ref().map_or(0, Bytes::len);
+                if total > COMPONENT_SIZE_BYTES_MAX {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(app.body_timeout, discard).await;
+    }
+    denied_response(denied)
+}
+
+fn denied_response(denied: Denied) -> Response {
+    let mut response = error_response(&match denied {
+        Denied::Unauthenticated(why) => HostError::Unauthorized(why),
+        Denied::Forbidden(why) => HostError::Forbidden(why),
+    });
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"keel\""),
+        );
+    }
+    response
+}
+
+/// `route` behind a [`guard`] requiring `need`.
+fn guarded(route: MethodRouter<AppState>, app: &AppState, need: Need) -> MethodRouter<AppState> {
+    route.route_layer(middleware::from_fn_with_state((app.clone(), need), guard))
+}
+
+/// Refuses a URI or headers over their limits with the JSON error (hyper
+/// itself only refuses what overflows its read buffer, without a body).
+async fn bound_head(request: Request, next: Next) -> Response {
+    let uri = request.uri().to_string().len();
+    if uri > HTTP_URI_BYTES_MAX {
+        return plain_error(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            &format!("the URI is {uri} bytes, over the {HTTP_URI_BYTES_MAX}-byte limit"),
+        );
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers > HTTP_HEADERS_BYTES_MAX {
+        return plain_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            &format!(
+                "the headers are {headers} bytes, over the {HTTP_HEADERS_BYTES_MAX}-byte limit"
+            ),
+        );
     }
     next.run(request).await
 }
 
-/// The API's router for `host`.
-pub fn router(host: Arc<Host>) -> Router {
-    let token = host.config().token.as_deref().map(Arc::from);
-    let state = AppState { host, token };
-    let api = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/plugins", get(plugins))
-        .route("/v1/plugins", post(deploy))
-        .route("/v1/plugins/{name}", get(plugin))
-        .route("/v1/plugins/{name}/commands", post(command))
-        .route("/v1/plugins/{name}/queries", post(query))
-        .route("/v1/plugins/{name}/rollback/{hash}", post(rollback))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/metrics", get(metrics))
-        .merge(api)
-        .with_state(state)
+/// Turns any error answer that is not already the JSON error (a rejection
+/// of a path or query string by an extractor, ...) into it.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::URI_TOO_LONG => "uri-too-long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers-too-large",
+        StatusCode::REQUEST_TIMEOUT => "body-timeout",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
+    };
+    let (parts, body) = response.into_parts();
+    let text = match http_body_util::Limited::new(body, 4096).collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.trim().to_owned()
+    };
+    let mut mapped = plain_error(status, code, &message);
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            mapped.headers_mut().insert(name, v.clone());
+        }
+    }
+    mapped
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+async fn not_found(request: Request) -> Response {
+    plain_error(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        &format!("no route {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    plain_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        &format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// The API's router for `host`, with `access` deciding who may call what.
+pub fn router(host: Arc<Host>, access: Arc<Access>) -> Router {
+    let http = host.config().http;
+    let app = AppState {
+        host,
+        access,
+        uploads: Arc::new(Semaphore::new(http.uploads_max)),
+        body_timeout: Duration::from_millis(http.body_timeout_ms),
+    };
+    let deploy_route = post(deploy).layer(tower::limit::ConcurrencyLimitLayer::new(
+        HTTP_DEPLOY_UPLOADS_MAX,
+    ));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/status", guarded(get(status), &app, Need::Any))
+        .route("/v1/plugins", guarded(get(plugins), &app, Need::Any))
+        .route("/v1/plugins", guarded(deploy_route, &app, Need::Admin))
+        .route(
+            "/v1/plugins/{name}",
+            guarded(get(plugin), &app, Need::AnyForPlugin),
+        )
+        .route(
+            "/v1/plugins/{name}/commands",
+            guarded(post(command), &app, Need::Client),
+        )
+        .route(
+            "/v1/plugins/{name}/queries",
+            guarded(post(query), &app, Need::Client),
+        )
+        .route(
+            "/v1/plugins/{name}/rollback/{hash}",
+            guarded(post(rollback), &app, Need::Admin),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(bound_head))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(app)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, within the
+/// `[http]` bounds (see the module documentation); then stops accepting,
+/// lets requests in flight finish for `http.shutdown_grace_ms` and closes
+/// whatever connection is still open (a half-sent request included).
 pub async fn serve(
     host: Arc<Host>,
+    access: Arc<Access>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = host.config().http;
+    let service = TowerToHyperService::new(router(host, access));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .max_buf_size(HTTP_READ_BUFFER_BYTES_MAX);
+    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut connections = tokio::task::JoinSet::new();
+    let mut refused = 0u64;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, don't spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    limit = limits.connections_max,
+                    "connection limit reached: closing new connections at once"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    drop(stop_tx);
+    let grace = Duration::from_millis(limits.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!(
+            open = connections.len(),
+            grace_ms = limits.shutdown_grace_ms,
+            "closing connections still busy after the shutdown grace period"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
 }

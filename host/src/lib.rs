@@ -2,6 +2,8 @@
 //! the tests use. See ARCHITECTURE.md at the repository root for the map.
 
 pub mod actor;
+pub mod auth;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -13,6 +15,7 @@ pub mod runtime;
 pub mod state_hash;
 pub mod storage;
 
+pub use caller::Caller;
 pub use config::{HostConfig, InstancePolicy, Limits};
 pub use error::HostError;
 pub use host::{Host, HostStatus, PluginStatus};

@@ -67,9 +67,35 @@ pub const PLUGIN_NAME_SIZE_BYTES_MAX: usize = 48;
 pub const BODY_DRAIN_BYTES_MAX: usize = 256 << 20;
 /// Largest component file accepted, in bytes.
 pub const COMPONENT_SIZE_BYTES_MAX: usize = 64 << 20;
+/// Most open HTTP connections (default); one more is accepted and closed
+/// at once, so idle sockets cannot exhaust the process's file limit.
+pub const HTTP_CONNECTIONS_MAX: usize = 1024;
+/// Time a client has to send a request's headers, counted from the
+/// connection's opening or the previous response, so also the idle
+/// keep-alive timeout, in milliseconds (default).
+pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Time a client has to send a whole request body, in milliseconds
+/// (default): 64 MiB components need about 1 MiB/s.
+pub const HTTP_BODY_TIMEOUT_MS: u64 = 60_000;
+/// Command and query bodies read at once (default); the rest wait before
+/// reading a byte, so uploads hold at most this many command-size buffers.
+pub const HTTP_UPLOADS_MAX: usize = 64;
+/// Component uploads (deployments) read at once.
+pub const HTTP_DEPLOY_UPLOADS_MAX: usize = 2;
+/// How long a shutdown waits for requests in flight before it closes
+/// their connections, in milliseconds (default).
+pub const HTTP_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// hyper's read buffer per connection: a request's line and headers must
+/// fit (larger ones get hyper's bare 431).
+pub const HTTP_READ_BUFFER_BYTES_MAX: usize = 64 << 10;
+/// Longest request URI, in bytes (414 past it).
+pub const HTTP_URI_BYTES_MAX: usize = 8 << 10;
+/// Most bytes of request headers, names and values (431 past it).
+pub const HTTP_HEADERS_BYTES_MAX: usize = 16 << 10;
 
 const _: () = assert!(KEY_SIZE_BYTES_MAX <= VALUE_SIZE_BYTES_MAX);
 const _: () = assert!(SCAN_CHUNK_BYTES_MAX >= KEY_SIZE_BYTES_MAX + VALUE_SIZE_BYTES_MAX);
 const _: () = assert!(CALL_DEADLINE_MS >= 10 * EPOCH_TICK_MS);
 const _: () = assert!(POOL_CORE_INSTANCES_MAX >= POOL_COMPONENT_INSTANCES_MAX);
 const _: () = assert!(POOL_MEMORY_KEEP_RESIDENT_BYTES <= INSTANCE_MEMORY_BYTES_MAX);
+const _: () = assert!(HTTP_URI_BYTES_MAX + HTTP_HEADERS_BYTES_MAX < HTTP_READ_BUFFER_BYTES_MAX);

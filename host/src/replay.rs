@@ -3,8 +3,8 @@
 //! hash with the one the source recorded. This is the check behind
 //! invariant 3 (recovery equals replay) and `keel verify`.
 //!
-//! Successful entries are re-executed with their journaled sequence and
-//! timestamp (so the plugin sees exactly what it saw); failed entries are
+//! Successful entries are re-executed with their journaled sequence,
+//! timestamp and caller (so the plugin sees exactly what it saw); failed entries are
 //! copied without running, since a failed command leaves no trace in state.
 
 use std::path::Path;
@@ -44,16 +44,32 @@ impl Verification {
 }
 
 /// Replays every plugin of `source` into a fresh host whose data lives in
-/// `scratch_dir` (which should be empty). `progress` is called with
-/// (plugin, entries done, entries total).
+/// `scratch_dir` (which should be empty), with compiled components cached
+/// in a shared temporary directory. `progress` is called with (plugin,
+/// entries done, entries total).
 pub fn replay(
     source: &Db,
     scratch_dir: &Path,
+    progress: impl FnMut(&str, u64, u64),
+) -> anyhow::Result<Vec<Verification>> {
+    let cache = std::env::temp_dir().join("keel-replay-component-cache");
+    replay_with_cache(source, scratch_dir, &cache, progress)
+}
+
+/// [`replay`], loading compiled components from `cache_dir` — the source
+/// host's own cache, so that a large component (a Python or JavaScript
+/// runtime: minutes to compile in a debug build) is not compiled again.
+/// Entries are content-addressed and keyed by the engine, so sharing is
+/// safe.
+pub fn replay_with_cache(
+    source: &Db,
+    scratch_dir: &Path,
+    cache_dir: &Path,
     mut progress: impl FnMut(&str, u64, u64),
 ) -> anyhow::Result<Vec<Verification>> {
     let config = HostConfig {
         data_dir: scratch_dir.to_path_buf(),
-        cache_dir: Some(std::env::temp_dir().join("keel-replay-component-cache")),
+        cache_dir: Some(cache_dir.to_path_buf()),
         durability: Durability::Relaxed,
         ..HostConfig::default()
     };
@@ -90,8 +106,12 @@ pub fn replay(
                             Outcome::Ok(_) => Call::Command(bytes.clone()),
                             Outcome::Err { .. } => Call::RecordedFailure(entry.clone()),
                         };
-                        let rx =
-                            target.enqueue_scheduled(&record.name, Scheduled { call, forced })?;
+                        let scheduled = Scheduled {
+                            call,
+                            forced,
+                            caller: entry.caller.clone(),
+                        };
+                        let rx = target.enqueue_scheduled(&record.name, scheduled)?;
                         pending.push((entry.sequence, entry.outcome.clone(), rx));
                     }
                 }

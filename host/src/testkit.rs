@@ -18,10 +18,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::caller::Caller;
 use crate::config::HostConfig;
 use crate::error::HostError;
 use crate::host::{Host, PluginStatus};
-use crate::replay::{Verification, replay};
+use crate::replay::{Verification, replay_with_cache};
 
 /// A host on a temporary directory, deleted when dropped.
 pub struct TestHost {
@@ -91,6 +92,20 @@ impl TestHost {
         Ok(serde_json::from_slice(&receipt.response).expect("plugin responses are JSON"))
     }
 
+    /// Sends a command on behalf of `caller` (what the plugin's
+    /// `context.caller` returns) and waits for its commit.
+    pub fn call_as(
+        &self,
+        plugin: &str,
+        caller: &Caller,
+        command: Value,
+    ) -> Result<Value, HostError> {
+        let receipt =
+            self.host()
+                .submit_as(plugin, command.to_string().as_bytes(), Some(caller.clone()))?;
+        Ok(serde_json::from_slice(&receipt.response).expect("plugin responses are JSON"))
+    }
+
     /// Sends a command given as raw bytes; returns (sequence, response).
     pub fn call_raw(&self, plugin: &str, command: &[u8]) -> Result<(u64, Vec<u8>), HostError> {
         let receipt = self.host().submit(plugin, command)?;
@@ -101,6 +116,29 @@ impl TestHost {
     pub fn query(&self, plugin: &str, request: Value) -> Result<Value, HostError> {
         let bytes = self.host().query(plugin, request.to_string().as_bytes())?;
         Ok(serde_json::from_slice(&bytes).expect("plugin responses are JSON"))
+    }
+
+    /// Runs a query on behalf of `caller`.
+    pub fn query_as(
+        &self,
+        plugin: &str,
+        caller: &Caller,
+        request: Value,
+    ) -> Result<Value, HostError> {
+        let bytes =
+            self.host()
+                .query_as(plugin, request.to_string().as_bytes(), Some(caller.clone()))?;
+        Ok(serde_json::from_slice(&bytes).expect("plugin responses are JSON"))
+    }
+
+    /// Every journal entry of `plugin`, oldest first (sequence, kind,
+    /// outcome, caller).
+    pub fn journal(&self, plugin: &str) -> Vec<crate::storage::JournalEntry> {
+        let status = self.status(plugin);
+        self.host()
+            .db()
+            .journal(status.id, 1, status.last_sequence)
+            .expect("reading the journal")
     }
 
     /// A plugin's status (version, last sequence, state hash).
@@ -150,7 +188,13 @@ impl TestHost {
             .dir
             .path()
             .join(format!("replay-{}", crate::executor::now_ms()));
-        replay(self.host().db(), &scratch, |_, _, _| {}).expect("replaying the journal")
+        let cache = self
+            .config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.config.data_dir.join("cache"));
+        replay_with_cache(self.host().db(), &scratch, &cache, |_, _, _| {})
+            .expect("replaying the journal")
     }
 }
 

@@ -53,8 +53,10 @@ impl Server {
     }
 
     /// Like [`Server::start`], with extra TOML appended to the config
-    /// (top-level keys such as `token = "..."` or `durability = ...` must
-    /// come before any table, so they are inserted first).
+    /// (top-level keys such as `durability = ...` must come before any
+    /// table, so they are inserted first; tables such as `[http]` or
+    /// [`principal_toml`]'s may follow them). Requests carry no token until
+    /// [`Server::set_token`].
     pub fn start_with(
         dir: &Path,
         plugins: &[(&str, Option<Value>)],
@@ -77,10 +79,7 @@ impl Server {
         }
         let config_path = dir.join("keel.toml");
         std::fs::write(&config_path, toml).expect("writing the server config");
-        let token = extra_top_level
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("token = "))
-            .map(|t| t.trim_matches('"').to_owned());
+        let token = None;
         let mut server = Server {
             child: None,
             config_path,
@@ -126,6 +125,59 @@ impl Server {
         self.base = url.to_owned();
         self.child = Some(child);
         let _ = started;
+    }
+
+    /// Sets the bearer token every later request carries (`None`: none).
+    pub fn set_token(&mut self, token: Option<&str>) {
+        self.token = token.map(str::to_owned);
+    }
+
+    /// The server's address, e.g. `127.0.0.1:41234`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the server's address")
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit;
+    /// returns its exit status, or `None` if it is still running (it is
+    /// then left to [`Drop`], which kills it).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = child.try_wait().expect("waiting for keel serve") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The process's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the server is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// How many file descriptors the process holds open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.pid().expect("the server is running");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("reading /proc/<pid>/fd")
+            .count()
     }
 
     /// The server's base URL, e.g. `http://127.0.0.1:41234`.
@@ -226,6 +278,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `[[principal]]` table for [`Server::start_with`]: `name` holding
+/// `token` (stored as its SHA-256), `roles`, and optionally `plugins`.
+pub fn principal_toml(name: &str, token: &str, roles: &[&str], plugins: Option<&[&str]>) -> String {
+    let hash = keel_host::auth::hash_hex(&keel_host::auth::hash_token(token));
+    let mut toml =
+        format!("\n[[principal]]\nname = {name:?}\ntoken_sha256 = {hash:?}\nroles = {roles:?}\n");
+    if let Some(plugins) = plugins {
+        toml.push_str(&format!("plugins = {plugins:?}\n"));
+    }
+    toml
 }
 
 fn json_to_toml_inline(value: &Value) -> String {

@@ -28,6 +28,8 @@ pub(crate) struct NativeState {
     pub(crate) read_only: bool,
     pub(crate) sequence: u64,
     pub(crate) timestamp_ms: u64,
+    /// The caller the harness set for its calls.
+    pub(crate) caller: Option<crate::context::Caller>,
     pub(crate) logs: Vec<(crate::context::Level, String)>,
 }
 
@@ -174,6 +176,10 @@ pub(crate) fn sequence() -> u64 {
 
 pub(crate) fn timestamp_ms() -> u64 {
     STATE.with_borrow(|s| s.timestamp_ms)
+}
+
+pub(crate) fn caller() -> Option<crate::context::Caller> {
+    STATE.with_borrow(|s| s.caller.clone())
 }
 
 pub(crate) fn log(level: crate::context::Level, message: &str) {

@@ -63,6 +63,13 @@ pub(crate) fn timestamp_ms() -> u64 {
     crate::bindings::keel::plugin::context::timestamp_ms()
 }
 
+pub(crate) fn caller() -> Option<crate::context::Caller> {
+    crate::bindings::keel::plugin::context::caller().map(|c| crate::context::Caller {
+        principal: c.principal,
+        roles: c.roles,
+    })
+}
+
 pub(crate) fn log(level: crate::context::Level, message: &str) {
     use crate::bindings::keel::plugin::context::{self as ctx, Level as L};
     let level = match level {

@@ -3,7 +3,7 @@
 //! engine's compatibility hash (wasmtime version + configuration), so an
 //! artifact is only ever loaded into an engine that can run it.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
@@ -49,9 +49,28 @@ pub(crate) struct ComponentCache {
     dir: PathBuf,
 }
 
+/// A `Hasher` whose output does not change between Rust releases (std's
+/// `DefaultHasher` makes no such promise): the bytes `Hash` feeds it go
+/// through BLAKE3. Names the cache directory, which must stay the same for
+/// the same engine configuration across rebuilds of the host.
+struct StableHasher(blake3::Hasher);
+
+impl Hasher for StableHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_bytes()[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 impl ComponentCache {
     pub(crate) fn new(root: &Path, engine: &Engine) -> anyhow::Result<Self> {
-        let mut hasher = DefaultHasher::new();
+        let mut hasher = StableHasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir = root.join(format!(
             "wasmtime-{}-{:016x}",

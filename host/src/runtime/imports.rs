@@ -77,6 +77,8 @@ pub struct HostState {
     pub(crate) fault: Option<StorageError>,
     /// The call's sequence and timestamp (Keel's context and the sealed WASI).
     pub(crate) clock: super::wasi::CallClock,
+    /// Who made the current call (`context.caller`), set per call.
+    pub(crate) caller: Option<Arc<crate::caller::Caller>>,
     wasi: wasmtime_wasi::WasiCtx,
 }
 
@@ -95,6 +97,7 @@ impl HostState {
         let wasi = super::wasi::sealed_ctx(&plugin, &clock);
         Self {
             clock,
+            caller: None,
             wasi,
             plugin,
             plugin_id,
@@ -297,6 +300,13 @@ impl context::Host for HostState {
 
     fn timestamp_ms(&mut self) -> wasmtime::Result<u64> {
         Ok(self.clock.timestamp_ms())
+    }
+
+    fn caller(&mut self) -> wasmtime::Result<Option<context::Identity>> {
+        Ok(self.caller.as_deref().map(|c| context::Identity {
+            principal: c.principal.clone(),
+            roles: c.roles.clone(),
+        }))
     }
 
     fn log(&mut self, level: context::Level, message: String) -> wasmtime::Result<()> {

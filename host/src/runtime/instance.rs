@@ -161,6 +161,11 @@ impl PluginInstance {
         self.store().data().clock.set(sequence, timestamp_ms);
     }
 
+    /// Sets the caller the next calls see (`context.caller`).
+    pub fn set_caller(&mut self, caller: Option<Arc<crate::caller::Caller>>) {
+        self.store().data_mut().caller = caller;
+    }
+
     fn prepare(&mut self) -> Result<(), CallError> {
         if self.used && self.policy == InstancePolicy::Fresh {
             self.replace_instance();

@@ -5,6 +5,7 @@ mod bindings;
 pub mod cache;
 pub mod imports;
 pub mod instance;
+pub mod keyvalue;
 mod wasi;
 
 use std::path::Path;
@@ -96,6 +97,8 @@ impl Runtime {
         .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         wasi::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking the sealed WASI: {e}"))?;
+        keyvalue::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking wasi:keyvalue: {e}"))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();

@@ -4,18 +4,30 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 1 | entry format, currently `1` |
-//! | 1 | rest | bincode (standard config, varint integers) of [`JournalEntry`] without `sequence`; byte strings as length + raw bytes |
+//! | 0 | 1 | entry format, currently `2` |
+//! | 1 | n | bincode (standard config, varint integers) of [`JournalEntry`] without `sequence` and `caller`; byte strings as length + raw bytes |
+//! | 1 + n | rest | format 2 only: bincode of the caller, an `Option<Caller>`: `0` for none, or `1`, the principal (length + UTF-8), the roles (count, then each as length + UTF-8) |
+//!
+//! Format 1 (before callers existed) is the same without the trailing
+//! caller; it is still read, as an entry with no caller. Replay runs every
+//! command with its journaled caller, so a plugin that branches on its
+//! caller replays exactly.
 //!
 //! The entry is written in the same redb transaction as the command's
 //! effects, so the journal and the state never disagree after a crash.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
+use crate::caller::Caller;
 
-/// Version byte at the front of every journal value.
-pub const ENTRY_FORMAT: u8 = 1;
+/// Version byte at the front of every journal value written now.
+pub const ENTRY_FORMAT: u8 = 2;
+
+/// The format before the caller was journaled (still read: no caller).
+pub const ENTRY_FORMAT_NO_CALLER: u8 = 1;
 
 /// What a journal entry records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,11 +81,18 @@ pub struct JournalEntry {
     pub kind: EntryKind,
     /// How it ended.
     pub outcome: Outcome,
+    /// Who sent it (`None` for `init`, `migrate` and calls from inside the
+    /// host). Encoded after the other fields (format 2).
+    #[serde(skip)]
+    pub caller: Option<Arc<Caller>>,
 }
 
 pub(crate) fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
     let mut out = vec![ENTRY_FORMAT];
-    bincode::serde::encode_into_std_write(entry, &mut out, bincode::config::standard())
+    let config = bincode::config::standard();
+    bincode::serde::encode_into_std_write(entry, &mut out, config)
+        .expect("encoding to a Vec cannot fail");
+    bincode::serde::encode_into_std_write(entry.caller.as_deref(), &mut out, config)
         .expect("encoding to a Vec cannot fail");
     out
 }
@@ -83,15 +102,22 @@ pub(crate) fn decode_entry(sequence: u64, bytes: &[u8]) -> Result<JournalEntry, 
         what: format!("journal entry {sequence}"),
         why,
     };
-    match bytes.first() {
-        Some(&ENTRY_FORMAT) => {}
+    let with_caller = match bytes.first() {
+        Some(&ENTRY_FORMAT) => true,
+        Some(&ENTRY_FORMAT_NO_CALLER) => false,
         Some(other) => return Err(corrupt(format!("unknown entry format {other}"))),
         None => return Err(corrupt("empty entry".into())),
-    }
-    let mut entry: JournalEntry =
-        bincode::serde::decode_from_slice(&bytes[1..], bincode::config::standard())
-            .map(|(v, _)| v)
+    };
+    let config = bincode::config::standard();
+    let (mut entry, used): (JournalEntry, usize) =
+        bincode::serde::decode_from_slice(&bytes[1..], config)
             .map_err(|e| corrupt(e.to_string()))?;
+    if with_caller {
+        let (caller, _): (Option<Caller>, usize) =
+            bincode::serde::decode_from_slice(&bytes[1 + used..], config)
+                .map_err(|e| corrupt(format!("the caller: {e}")))?;
+        entry.caller = caller.map(Arc::new);
+    }
     entry.sequence = sequence;
     Ok(entry)
 }
@@ -100,9 +126,8 @@ pub(crate) fn decode_entry(sequence: u64, bytes: &[u8]) -> Result<JournalEntry, 
 mod tests {
     use super::*;
 
-    #[test]
-    fn entries_round_trip_and_garbage_is_refused() {
-        let entry = JournalEntry {
+    fn entry(caller: Option<Caller>) -> JournalEntry {
+        JournalEntry {
             sequence: 9,
             timestamp_ms: 1234,
             module_hash: [3; 32],
@@ -113,10 +138,36 @@ mod tests {
                 code: "x".into(),
                 message: "y".into(),
             },
-        };
-        assert_eq!(decode_entry(9, &encode_entry(&entry)).unwrap(), entry);
+            caller: caller.map(Arc::new),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_garbage_is_refused() {
+        for caller in [None, Some(Caller::new("alice", ["client", "operator"]))] {
+            let entry = entry(caller);
+            assert_eq!(decode_entry(9, &encode_entry(&entry)).unwrap(), entry);
+        }
         assert!(decode_entry(9, &[]).is_err());
         assert!(decode_entry(9, &[7, 1, 2]).is_err());
         assert!(decode_entry(9, &[ENTRY_FORMAT, 0xFF]).is_err());
+        // A format-2 entry cut before its caller is refused, not read as "no caller".
+        let bytes = encode_entry(&entry(None));
+        assert!(decode_entry(9, &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn format_1_entries_are_read_without_a_caller() {
+        // Format 1 is format 2 without the trailing caller: build one the
+        // way the old encoder did.
+        let old = entry(None);
+        let mut bytes = vec![ENTRY_FORMAT_NO_CALLER];
+        bincode::serde::encode_into_std_write(&old, &mut bytes, bincode::config::standard())
+            .unwrap();
+        assert_eq!(decode_entry(9, &bytes).unwrap(), old);
+        // A caller's bytes are exactly the documented layout.
+        let with = encode_entry(&entry(Some(Caller::new("al", ["op"]))));
+        assert_eq!(&with[bytes.len()..], &[1, 2, b'a', b'l', 1, 2, b'o', b'p']);
+        assert_eq!(&with[1..bytes.len()], &bytes[1..]);
     }
 }

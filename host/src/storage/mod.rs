@@ -371,6 +371,15 @@ impl Db {
     }
 }
 
+/// Decodes `meta.wal_applied` (u64 LE), refusing anything else.
+fn decode_applied(bytes: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt {
+        what: format!("meta.{}", wal::APPLIED_KEY),
+        why: format!("{} bytes where a u64 (8 bytes) belongs", bytes.len()),
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 /// Applies the write-ahead log records in `dir` that redb does not hold
 /// yet, durably, and deletes the log. Returns the next record number and
 /// how many records were applied.
@@ -378,10 +387,12 @@ fn recover(db: &redb::Database, dir: &Path) -> Result<(u64, u64), StorageError> 
     let applied = {
         let txn = db.begin_read().map_err(redb_err("begin read"))?;
         let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
-        meta.get(wal::APPLIED_KEY)
-            .map_err(redb_err("read meta"))?
-            .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
-            .unwrap_or(0)
+        match meta.get(wal::APPLIED_KEY).map_err(redb_err("read meta"))? {
+            None => 0,
+            // Anything but 8 bytes is damage: reading it as 0 would re-apply
+            // (or skip) log records against the wrong base.
+            Some(v) => decode_applied(v.value())?,
+        }
     };
     if !dir.exists() {
         return Ok((applied + 1, 0));
@@ -463,5 +474,36 @@ impl DiskImage {
             std::fs::remove_dir_all(&wal_dir)?;
         }
         std::fs::rename(self.dir.path().join("wal"), &wal_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_wal_applied_refuses_to_open_instead_of_reading_zero() {
+        // It used to decode as 0, so recovery would have re-applied every
+        // log record on top of a database that already held them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.redb");
+        drop(Db::open(&path, Durability::Immediate).unwrap());
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(wal::APPLIED_KEY, [7u8, 0, 0].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Db::open(&path, Durability::Immediate)
+            .err()
+            .expect("a damaged wal_applied must refuse the open");
+        let message = err.to_string();
+        assert!(
+            message.contains("wal_applied") && message.contains("3 bytes"),
+            "{message}"
+        );
     }
 }

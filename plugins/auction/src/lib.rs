@@ -32,6 +32,28 @@
 //! what the cheapest eligible provider would have charged). A job that found no match may be
 //! auctioned again under the same id; any other existing id is a `duplicate-job`.
 //!
+//! # Who may do what
+//!
+//! Every command sees its caller (journaled by the host, the same on
+//! replay). Without a caller — a call from inside the host, or a host with
+//! no principals configured (unauthenticated, loopback-only development
+//! mode) — every command is trusted, as before. With one:
+//!
+//! | command | who may |
+//! |---|---|
+//! | `register_provider` | anyone; the caller becomes the provider's owner |
+//! | `update_provider` | its owner (the operator only for a provider with no owner) |
+//! | `deactivate_provider`, `activate_provider` | its owner or the operator |
+//! | `add_route`, `update_route` | the operator |
+//! | `run_auction` | anyone; the caller becomes the job's submitter; an unmatched job is auctioned again only by its submitter or the operator |
+//! | `cancel_job` | its submitter or the operator |
+//! | `complete_job` | its submitter, the owner of the provider it was matched to, or the operator |
+//!
+//! A provider or job created without a caller has no owner: the operator
+//! stands in for it. Refusals are `not-owner` and `operator-only`; they
+//! change nothing. Queries are public; `provider` views carry `owner` and
+//! job views `submitter` when known. See [`access`].
+//!
 //! # Queries
 //!
 //! `"stats"`, `"providers"`, `{"provider": {"id": "p1"}}`, `"routes"`, `{"job": {"id": "j1"}}`,
@@ -52,6 +74,8 @@
 //! | `jobs` | job id | the job, its status and its award |
 //! | `stats` | `0u8` | totals, per-precision tallies, no-match reasons |
 //! | `lane_stats` | lane name | matches and units on that lane |
+//! | `provider_owners` | provider id | the principal that registered it (only when known) |
+//! | `job_submitters` | job id | the principal that first auctioned it (only when known) |
 //!
 //! Every auction decodes every provider, so provider rows are compact:
 //! precisions as a bit set and lanes as interned `u16` ids (no strings).
@@ -63,15 +87,17 @@
 //! O(providers + routes); there is no index to keep in step, so a match
 //! costs no extra writes.
 
+pub mod access;
 pub mod pricing;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod workload;
 
 use std::collections::BTreeMap;
 
-use keel_guest::{Error, Plugin, Table};
+use keel_guest::{Caller, Error, Plugin, Table};
 use serde::{Deserialize, Serialize};
 
+use access::{JOB_SUBMITTERS, PROVIDER_OWNERS, job_submitter, provider_owner};
 use pricing::{LATENCY_WEIGHT_MAX, LaneOffer, OFF_LANE_PENALTY_BPS_MAX, PRIORITY_MAX};
 
 /// Longest provider, route, job or lane identifier, in bytes.
@@ -221,7 +247,7 @@ impl Provider {
         self.capacity.saturating_sub(self.utilization)
     }
 
-    fn view(&self, id: String, names: &[String]) -> ProviderView {
+    fn view(&self, id: String, names: &[String], owner: Option<String>) -> ProviderView {
         let mut lanes: Vec<String> = self
             .lanes
             .iter()
@@ -238,6 +264,7 @@ impl Provider {
             lanes,
             active: self.active,
             open_jobs: self.open_jobs,
+            owner,
         }
     }
 }
@@ -464,6 +491,9 @@ pub struct ProviderView {
     pub active: bool,
     /// Matched jobs not yet completed or cancelled.
     pub open_jobs: u64,
+    /// The principal that registered it (absent when registered without a caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A route.
@@ -514,10 +544,13 @@ pub struct JobView {
     pub auctioned_at_ms: u64,
     /// Sequence number of its completion or cancellation.
     pub closed_at_seq: Option<u64>,
+    /// The principal that first auctioned it (absent when auctioned without a caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
 }
 
 impl Job {
-    fn view(&self, id: String) -> JobView {
+    fn view(&self, id: String, submitter: Option<String>) -> JobView {
         let award = self.award.as_ref();
         JobView {
             id,
@@ -536,6 +569,7 @@ impl Job {
             auctioned_at_seq: self.auctioned_at_seq,
             auctioned_at_ms: self.auctioned_at_ms,
             closed_at_seq: self.closed_at_seq,
+            submitter,
         }
     }
 }
@@ -703,6 +737,8 @@ impl Plugin for Auction {
     }
 
     fn handle(command: Command) -> Result<Response, Error> {
+        let caller = keel_guest::caller();
+        let caller = caller.as_ref();
         match command {
             Command::RegisterProvider {
                 id,
@@ -710,36 +746,49 @@ impl Plugin for Auction {
                 precisions,
                 price,
                 lanes,
-            } => register_provider(id, capacity, &precisions, price, &lanes),
+            } => register_provider(caller, id, capacity, &precisions, price, &lanes),
             Command::UpdateProvider {
                 id,
                 capacity,
                 precisions,
                 price,
                 lanes,
-            } => update_provider(id, capacity, precisions.as_deref(), price, lanes.as_deref()),
-            Command::DeactivateProvider { id } => set_active(id, false),
-            Command::ActivateProvider { id } => set_active(id, true),
+            } => update_provider(
+                caller,
+                id,
+                capacity,
+                precisions.as_deref(),
+                price,
+                lanes.as_deref(),
+            ),
+            Command::DeactivateProvider { id } => set_active(caller, id, false),
+            Command::ActivateProvider { id } => set_active(caller, id, true),
             Command::AddRoute {
                 id,
                 lane,
                 cost,
                 latency_ms,
-            } => add_route(id, lane, cost, latency_ms),
+            } => {
+                access::operator_only(caller, "add_route")?;
+                add_route(id, lane, cost, latency_ms)
+            }
             Command::UpdateRoute {
                 id,
                 lane,
                 cost,
                 latency_ms,
-            } => update_route(id, lane, cost, latency_ms),
+            } => {
+                access::operator_only(caller, "update_route")?;
+                update_route(id, lane, cost, latency_ms)
+            }
             Command::RunAuction { job, priority } => {
-                run_auction(job, priority).map(Response::Auction)
+                run_auction(caller, job, priority).map(Response::Auction)
             }
             Command::CompleteJob { id } => {
-                close_job(id, JobStatus::Completed).map(Response::Released)
+                close_job(caller, id, JobStatus::Completed).map(Response::Released)
             }
             Command::CancelJob { id } => {
-                close_job(id, JobStatus::Cancelled).map(Response::Released)
+                close_job(caller, id, JobStatus::Cancelled).map(Response::Released)
             }
         }
     }
@@ -749,9 +798,22 @@ impl Plugin for Auction {
             Query::Stats => Answer::Stats(stats_view()),
             Query::Providers => {
                 let names = lane_names();
-                Answer::Providers(PROVIDERS.iter().map(|(id, p)| p.view(id, &names)).collect())
+                let mut owners: BTreeMap<String, String> = PROVIDER_OWNERS.iter().collect();
+                Answer::Providers(
+                    PROVIDERS
+                        .iter()
+                        .map(|(id, p)| {
+                            let owner = owners.remove(&id);
+                            p.view(id, &names, owner)
+                        })
+                        .collect(),
+                )
             }
-            Query::Provider { id } => Answer::Provider(load_provider(&id)?.view(id, &lane_names())),
+            Query::Provider { id } => {
+                let provider = load_provider(&id)?;
+                let owner = provider_owner(&id);
+                Answer::Provider(provider.view(id, &lane_names(), owner))
+            }
             Query::Routes => {
                 let names = lane_names();
                 Answer::Routes(
@@ -763,7 +825,8 @@ impl Plugin for Auction {
             }
             Query::Job { id } => {
                 let job = JOBS.get(&id).ok_or_else(|| unknown("job", &id))?;
-                Answer::Job(job.view(id))
+                let submitter = job_submitter(&id);
+                Answer::Job(job.view(id, submitter))
             }
             Query::OpenJobs { provider } => Answer::Jobs(
                 JOBS.iter()
@@ -773,7 +836,10 @@ impl Plugin for Auction {
                         (Some(p), Some(a)) => *p == a.provider,
                         (Some(_), None) => false,
                     })
-                    .map(|(id, j)| j.view(id))
+                    .map(|(id, j)| {
+                        let submitter = job_submitter(&id);
+                        j.view(id, submitter)
+                    })
                     .collect(),
             ),
             Query::Config => Answer::Config(config()),
@@ -969,6 +1035,7 @@ fn stats_view() -> StatsView {
 // ---------------------------------------------------------------- providers and routes
 
 fn register_provider(
+    caller: Option<&Caller>,
     id: String,
     capacity: u64,
     precisions: &[String],
@@ -996,10 +1063,15 @@ fn register_provider(
         open_jobs: 0,
     };
     PROVIDERS.put(&id, &provider);
-    Ok(Response::Provider(provider.view(id, &lane_names())))
+    let owner = caller.map(|c| c.principal.clone());
+    if let Some(owner) = &owner {
+        PROVIDER_OWNERS.put(&id, owner);
+    }
+    Ok(Response::Provider(provider.view(id, &lane_names(), owner)))
 }
 
 fn update_provider(
+    caller: Option<&Caller>,
     id: String,
     capacity: Option<u64>,
     precisions: Option<&[String]>,
@@ -1007,6 +1079,8 @@ fn update_provider(
     lanes: Option<&[String]>,
 ) -> Result<Response, Error> {
     let mut provider = load_provider(&id)?;
+    let owner = provider_owner(&id);
+    access::owner_or_operator(caller, "provider", &id, owner.as_deref(), false, "update")?;
     if capacity.is_none() && precisions.is_none() && price.is_none() && lanes.is_none() {
         return Err(Error::invalid(
             "update_provider needs at least one of capacity, precisions, price, lanes",
@@ -1035,16 +1109,19 @@ fn update_provider(
         provider.lanes = parse_lanes(lanes)?;
     }
     PROVIDERS.put(&id, &provider);
-    Ok(Response::Provider(provider.view(id, &lane_names())))
+    Ok(Response::Provider(provider.view(id, &lane_names(), owner)))
 }
 
-fn set_active(id: String, active: bool) -> Result<Response, Error> {
+fn set_active(caller: Option<&Caller>, id: String, active: bool) -> Result<Response, Error> {
     let mut provider = load_provider(&id)?;
+    let owner = provider_owner(&id);
+    let action = if active { "activate" } else { "deactivate" };
+    access::owner_or_operator(caller, "provider", &id, owner.as_deref(), true, action)?;
     if provider.active != active {
         provider.active = active;
         PROVIDERS.put(&id, &provider);
     }
-    Ok(Response::Provider(provider.view(id, &lane_names())))
+    Ok(Response::Provider(provider.view(id, &lane_names(), owner)))
 }
 
 fn add_route(id: String, lane: String, cost: u64, latency_ms: u32) -> Result<Response, Error> {
@@ -1103,7 +1180,11 @@ struct Best {
     route: String,
 }
 
-fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
+fn run_auction(
+    caller: Option<&Caller>,
+    spec: JobSpec,
+    priority: u32,
+) -> Result<AuctionOutcome, Error> {
     // Validate everything before reading or writing any state.
     check_id("job", &spec.id)?;
     let precision = Precision::parse(&spec.precision)?;
@@ -1120,7 +1201,8 @@ fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
             format!("priority {priority} is above the maximum {PRIORITY_MAX}"),
         ));
     }
-    if let Some(existing) = JOBS.get(&spec.id)
+    let existing = JOBS.get(&spec.id);
+    if let Some(existing) = &existing
         && existing.status != JobStatus::Unmatched
     {
         return Err(Error::new(
@@ -1130,6 +1212,20 @@ fn run_auction(spec: JobSpec, priority: u32) -> Result<AuctionOutcome, Error> {
                 spec.id, existing.status
             ),
         ));
+    }
+    if existing.is_some() {
+        // Auctioning an unmatched job again: its submitter's (or the operator's) call.
+        let submitter = job_submitter(&spec.id);
+        access::owner_or_operator(
+            caller,
+            "job",
+            &spec.id,
+            submitter.as_deref(),
+            true,
+            "auction again",
+        )?;
+    } else if let Some(c) = caller {
+        JOB_SUBMITTERS.put(&spec.id, &c.principal);
     }
     let cfg = config();
 
@@ -1335,7 +1431,7 @@ fn add_tally(tally: &mut Tally, units: u64) -> Result<(), Error> {
     Ok(())
 }
 
-fn close_job(id: String, status: JobStatus) -> Result<Released, Error> {
+fn close_job(caller: Option<&Caller>, id: String, status: JobStatus) -> Result<Released, Error> {
     check_id("job", &id)?;
     let mut job = JOBS.get(&id).ok_or_else(|| unknown("job", &id))?;
     if job.status != JobStatus::Matched {
@@ -1354,6 +1450,23 @@ fn close_job(id: String, status: JobStatus) -> Result<Released, Error> {
         )
     })?;
     let provider_id = award.provider.clone();
+    if let Some(c) = caller {
+        let submitter = job_submitter(&id);
+        let allowed = match status {
+            // The provider that did the work may report it finished.
+            JobStatus::Completed => {
+                provider_owner(&provider_id).as_deref() == Some(c.principal.as_str())
+            }
+            _ => false,
+        };
+        if !allowed {
+            let action = match status {
+                JobStatus::Completed => "complete",
+                _ => "cancel",
+            };
+            access::owner_or_operator(Some(c), "job", &id, submitter.as_deref(), true, action)?;
+        }
+    }
     let mut provider = PROVIDERS.get(&provider_id).ok_or_else(|| {
         Error::new(
             "inconsistent-state",

@@ -38,11 +38,22 @@
 //! - `{"prune": {"max_certificates": 10000}}` → `{"pruned": {..}}`: removes
 //!   rounds below `last committed round − prune_depth` with their batches.
 //!
+//! Access (see [`access`]): every command sees its caller, journaled by
+//! the host and the same on replay. Without a caller — a call from inside
+//! the host, or a host with no principals configured (unauthenticated,
+//! loopback-only development mode) — every command is trusted. With one,
+//! `store_batch`, `insert` and `insert_many` insert only the caller's own
+//! batches and certificates (its principal must be the `author`, a
+//! committee member): `not-owner` otherwise, and an `insert_many` naming
+//! another author is refused whole; `commit` and `prune` are operator-only
+//! (`operator-only`). Queries are public. Refusals change nothing.
+//!
 //! Queries: `"committee"`, `"metadata"`, `certificate`, `by_round`,
 //! `by_author`, `committed`, `uncommitted`, `causal_history`, `commits`,
 //! `batch`, `batches_by_author`, `unreferenced_batches`, `evidence`, and
 //! `check` (the consistency check) — see [`api::Query`].
 
+pub mod access;
 pub mod api;
 pub mod codec;
 pub mod hash;
@@ -76,6 +87,7 @@ impl Plugin for Dag {
     }
 
     fn handle(command: Command) -> Result<Response, Error> {
+        access::check(keel_guest::caller().as_ref(), &command)?;
         match command {
             Command::StoreBatch(batch) => ops::store_batch(batch),
             Command::Insert(cert) => ops::insert(cert),

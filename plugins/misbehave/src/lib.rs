@@ -1,7 +1,7 @@
 //! A test-only plugin that misbehaves on request, to prove the host's
 //! atomicity and isolation. Never deploy it anywhere that matters.
 
-use keel_guest::{Error, Plugin, Table};
+use keel_guest::{Caller, Error, Plugin, Table};
 use serde::{Deserialize, Serialize};
 
 const ROWS: Table<String, String> = Table::new("rows");
@@ -35,6 +35,22 @@ pub enum Command {
     /// Under the host's default instance policy every call starts from the
     /// component's initial memory image, so this always answers 1.
     BumpGlobal { key: String },
+    /// Answers the caller the host gave this command (`null` for none) and
+    /// stores its principal (`-` for none) under `key`, so that the state
+    /// depends on the caller too.
+    Whoami { key: String },
+}
+
+/// Command answers (untagged: `null`, a number, or a caller).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// `null`: every command but the two below.
+    Nothing,
+    /// [`Command::BumpGlobal`]: the count.
+    Count(u64),
+    /// [`Command::Whoami`]: the caller, `null` for none.
+    Caller(Option<Caller>),
 }
 
 /// Queries.
@@ -49,6 +65,8 @@ pub enum Query {
     Rows,
     /// Tries to write during a query.
     WriteInQuery,
+    /// The query's caller, `null` for none.
+    Whoami,
 }
 
 /// Query answers.
@@ -61,6 +79,8 @@ pub enum Answer {
     Entries(Vec<(Vec<u8>, Vec<u8>)>),
     /// Rows of `rows`.
     Rows(Vec<(String, String)>),
+    /// The caller of a [`Query::Whoami`].
+    Caller(Option<Caller>),
 }
 
 /// The plugin.
@@ -89,12 +109,12 @@ impl Plugin for Misbehave {
     const SCHEMA: u32 = 1;
     type Config = serde::de::IgnoredAny;
     type Command = Command;
-    /// `null`, except for [`Command::BumpGlobal`]: the count.
-    type Response = Option<u64>;
+    /// `null`, except for [`Command::BumpGlobal`] and [`Command::Whoami`].
+    type Response = Reply;
     type Query = Query;
     type QueryResponse = Answer;
 
-    fn handle(command: Command) -> Result<Option<u64>, Error> {
+    fn handle(command: Command) -> Result<Reply, Error> {
         match command {
             Command::Write { key, value } => ROWS.put(&key, &value),
             Command::WriteThenError { key } => {
@@ -131,10 +151,16 @@ impl Plugin for Misbehave {
             Command::BumpGlobal { key } => {
                 let n = GLOBAL_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 ROWS.put(&key, &n.to_string());
-                return Ok(Some(n));
+                return Ok(Reply::Count(n));
+            }
+            Command::Whoami { key } => {
+                let caller = keel_guest::caller();
+                let principal = caller.as_ref().map_or("-", |c| c.principal.as_str());
+                ROWS.put(&key, &principal.to_owned());
+                return Ok(Reply::Caller(caller));
             }
         }
-        Ok(None)
+        Ok(Reply::Nothing)
     }
 
     fn query(request: Query) -> Result<Answer, Error> {
@@ -150,6 +176,7 @@ impl Plugin for Misbehave {
                 ROWS.try_put(&"x".to_owned(), &"y".to_owned())?;
                 Answer::Raw(None)
             }
+            Query::Whoami => Answer::Caller(keel_guest::caller()),
         })
     }
 }

@@ -15,10 +15,10 @@
 //!
 //! Commands (JSON):
 //! ```text
-//! {"create_market": {"market": "BTC", "mark_price": 50000, "initial_margin_bps": 1000, "maintenance_margin_bps": 500}}
-//! {"set_mark": {"market": "BTC", "price": 51000}}
-//! {"apply_funding": {"market": "BTC", "rate_ppm": 100}}          // > 0: longs pay shorts
-//! {"deposit": {"user": "alice", "amount": 1000000}}
+//! {"create_market": {"market": "BTC", "mark_price": 50000, "initial_margin_bps": 1000, "maintenance_margin_bps": 500}}  // operator
+//! {"set_mark": {"market": "BTC", "price": 51000}}                // operator
+//! {"apply_funding": {"market": "BTC", "rate_ppm": 100}}          // operator; > 0: longs pay shorts
+//! {"deposit": {"user": "alice", "amount": 1000000}}              // operator
 //! {"withdraw": {"user": "alice", "amount": 5000}}                // free collateral only
 //! {"trade": {"user": "alice", "market": "BTC", "size": -3}}      // signed: open/increase/reduce/close/flip
 //! {"open": {"user": "alice", "market": "BTC", "size": 10, "margin": 80000}}  // margin optional
@@ -26,15 +26,28 @@
 //! {"reduce": {"user": "alice", "market": "BTC", "amount": 2}}
 //! {"close": {"user": "alice", "market": "BTC"}}
 //! {"adjust_margin": {"user": "alice", "market": "BTC", "amount": -1000}}
-//! {"liquidate": {"user": "alice", "market": "BTC"}}
+//! {"liquidate": {"user": "alice", "market": "BTC"}}             // operator
 //! ```
 //! Without `margin`, an open or increase assigns the least margin that meets
 //! the initial requirement; with it, exactly that much.
+//!
+//! Access rule ([`access`]): with no caller (a call from inside the host,
+//! or a host with no principals configured: loopback-only development
+//! mode) every command is trusted and acts on the `user` it names. With a
+//! caller, `create_market`, `set_mark`, `apply_funding`, `liquidate` and
+//! `deposit` (collateral from outside the venue: the custody side) are
+//! operator-only (`operator-only`); positions and collateral belong to
+//! their caller: `withdraw`, `trade`, `open`, `increase`, `reduce`,
+//! `close` and `adjust_margin` act on the account named by the caller's
+//! principal, and naming another `user` is refused (`not-owner`). `user`
+//! may be left out: it is then the caller's principal. Queries are open to
+//! every caller.
 //!
 //! Queries: `{"position": {"user", "market"}}`, `{"account": {"user"}}`,
 //! `{"market": {"market"}}`, `"markets"`, `"insurance_fund"`,
 //! `{"liquidatable": {"market"}}`, `"totals"`.
 
+pub mod access;
 pub mod engine;
 pub mod fixed;
 #[cfg(not(target_arch = "wasm32"))]
@@ -68,13 +81,22 @@ pub enum Command {
     /// Applies one funding payment at the current mark (operator); positive
     /// `rate_ppm`: longs pay shorts.
     ApplyFunding { market: String, rate_ppm: i64 },
-    /// Adds free collateral.
-    Deposit { user: String, amount: i64 },
+    /// Adds free collateral (operator: collateral comes from outside).
+    Deposit {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        user: String,
+        amount: i64,
+    },
     /// Removes free collateral.
-    Withdraw { user: String, amount: i64 },
+    Withdraw {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        user: String,
+        amount: i64,
+    },
     /// Changes the position by a signed size at the mark: opens, increases,
     /// reduces, closes or flips it.
     Trade {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         user: String,
         market: String,
         size: i64,
@@ -83,6 +105,7 @@ pub enum Command {
     },
     /// Opens a position (refused if one exists).
     Open {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         user: String,
         market: String,
         size: i64,
@@ -91,6 +114,7 @@ pub enum Command {
     },
     /// Grows the existing position by `amount` on its side.
     Increase {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         user: String,
         market: String,
         amount: i64,
@@ -99,30 +123,47 @@ pub enum Command {
     },
     /// Shrinks the existing position by `amount` (≤ its size).
     Reduce {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         user: String,
         market: String,
         amount: i64,
     },
     /// Closes the existing position.
-    Close { user: String, market: String },
+    Close {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        user: String,
+        market: String,
+    },
     /// Moves collateral into (positive) or out of (negative) a position's margin.
     AdjustMargin {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         user: String,
         market: String,
         amount: i64,
     },
-    /// Liquidates a position below maintenance.
-    Liquidate { user: String, market: String },
+    /// Liquidates a position below maintenance (operator).
+    Liquidate {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        user: String,
+        market: String,
+    },
 }
 
 /// A read-only request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Query {
-    /// One position valued at the mark.
-    Position { user: String, market: String },
-    /// An account with its positions.
-    Account { user: String },
+    /// One position valued at the mark (`user` left out: the caller's).
+    Position {
+        #[serde(default)]
+        user: String,
+        market: String,
+    },
+    /// An account with its positions (`user` left out: the caller's).
+    Account {
+        #[serde(default)]
+        user: String,
+    },
     /// One market.
     Market { market: String },
     /// Every market.
@@ -360,7 +401,8 @@ impl Plugin for Perp {
     type Query = Query;
     type QueryResponse = Answer;
 
-    fn handle(command: Command) -> Result<Response, Error> {
+    fn handle(mut command: Command) -> Result<Response, Error> {
+        access::authorize(&mut command)?;
         match command {
             Command::CreateMarket {
                 market,
@@ -413,9 +455,9 @@ impl Plugin for Perp {
     fn query(request: Query) -> Result<Answer, Error> {
         Ok(match request {
             Query::Position { user, market } => {
-                Answer::Position(view::position_query(&user, &market)?)
+                Answer::Position(view::position_query(&access::querier(user)?, &market)?)
             }
-            Query::Account { user } => Answer::Account(view::account(&user)?),
+            Query::Account { user } => Answer::Account(view::account(&access::querier(user)?)?),
             Query::Market { market } => Answer::Market(view::market_query(&market)?),
             Query::Markets => Answer::Markets(view::markets()),
             Query::InsuranceFund => Answer::Insurance(view::insurance_fund()),

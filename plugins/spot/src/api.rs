@@ -26,6 +26,9 @@ pub enum Command {
     Cancel(Cancel),
     /// `{"cancel_all": {"user": 7, "market": 1}}`
     CancelAll(CancelAll),
+    /// `{"open_account": {"principal": "alice", "user": 7}}` (operator):
+    /// links a principal to the account it acts as (see [`crate::access`]).
+    OpenAccount(OpenAccount),
 }
 
 /// Creates a market.
@@ -98,6 +101,25 @@ pub struct CancelAll {
     pub market: u32,
 }
 
+/// Links a principal to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccount {
+    /// The principal's name, as the host authenticates it.
+    pub principal: String,
+    /// The account it acts as.
+    pub user: u64,
+}
+
+/// A principal and the account it acts as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Principal.
+    pub principal: String,
+    /// Account.
+    pub user: u64,
+}
+
 /// What a command answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -110,6 +132,8 @@ pub enum Response {
     Placed(Placed),
     /// `cancel`, `cancel_all`: the orders canceled.
     Canceled(Canceled),
+    /// `open_account`: the link made.
+    Account(AccountView),
 }
 
 /// A market with its id.
@@ -280,6 +304,13 @@ pub enum Query {
     },
     /// `"audit"`: checks the conservation and consistency invariants over all state.
     Audit,
+    /// `{"account": {"principal": "alice"}}`: the account a principal acts
+    /// as; `{"account": {}}` asks for the caller's own.
+    Account {
+        /// Principal (default: the caller).
+        #[serde(default)]
+        principal: Option<String>,
+    },
 }
 
 /// What a query answers.
@@ -304,6 +335,8 @@ pub enum Answer {
     Book(BookDump),
     /// `audit`.
     Audit(Audit),
+    /// `account`.
+    Account(AccountView),
 }
 
 /// An order as clients see it.

@@ -3,9 +3,9 @@
 //!
 //! Commands (JSON): `create_market`, `deposit`, `withdraw`, `place`
 //! (kinds `limit`, `market`, `ioc`, `fok`, `post_only`), `cancel`,
-//! `cancel_all` — see [`api::Command`]. Queries: `markets`, `balances`,
+//! `cancel_all`, `open_account` — see [`api::Command`]. Queries: `markets`, `balances`,
 //! `order`, `open_orders`, `depth`, `best`, `order_fills`, `user_fills`,
-//! `trades`, `book`, `audit` — see [`api::Query`]. Storage layout: [`store`].
+//! `trades`, `book`, `audit`, `account` — see [`api::Query`]. Storage layout: [`store`].
 //!
 //! Rules the engine keeps:
 //! - Matching is best price first, then FIFO (order id = the journaled
@@ -28,7 +28,19 @@
 //! - A user may have at most [`store::OPEN_ORDERS_PER_USER_MAX`] open orders
 //!   (`too-many-open-orders`): they live in the user's wallet row.
 //! - Every refusal is an error, and an error discards every write.
+//!
+//! Access rule ([`access`]): with no caller (a call from inside the host,
+//! or a host with no principals configured: loopback-only development
+//! mode) every command is trusted and acts on the `user` it names. With a
+//! caller, the caller acts as the account the operator linked to its
+//! principal (`open_account`; `no-account` before that): `place` and
+//! `withdraw` only as that account, `cancel` and `cancel_all` as that
+//! account or, for the operator, on behalf of anyone (`not-owner`
+//! otherwise); `create_market`, `deposit` (funds from outside the market:
+//! the custody side) and `open_account` are operator-only
+//! (`operator-only`). Queries are open to every caller.
 
+pub mod access;
 pub mod api;
 pub mod engine;
 pub mod queries;
@@ -52,6 +64,7 @@ impl Plugin for Spot {
     type QueryResponse = Answer;
 
     fn handle(command: Command) -> Result<Response, Error> {
+        access::authorize(&command)?;
         Ok(match command {
             Command::CreateMarket(c) => Response::Market(engine::create_market(c)?),
             Command::Deposit(t) => Response::Balance(engine::deposit(t)?),
@@ -59,6 +72,7 @@ impl Plugin for Spot {
             Command::Place(p) => Response::Placed(engine::place(p)?),
             Command::Cancel(c) => Response::Canceled(engine::cancel(c)?),
             Command::CancelAll(c) => Response::Canceled(engine::cancel_all(c)?),
+            Command::OpenAccount(o) => Response::Account(access::open_account(o)?),
         })
     }
 

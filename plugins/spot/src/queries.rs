@@ -105,6 +105,7 @@ pub fn answer(q: Query) -> Result<Answer, Error> {
             })
         }
         Query::Audit => Answer::Audit(audit()),
+        Query::Account { principal } => Answer::Account(crate::access::account_query(principal)?),
     })
 }
 

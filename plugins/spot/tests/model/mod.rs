@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use keel_plugin_spot::api::{
-    Balance, BalanceView, BookDump, Canceled, Command, FillView, Market, MarketView, OrderKind,
-    Placed, Queue, QueuedOrder, Response, Side, Status,
+    AccountView, Balance, BalanceView, BookDump, Canceled, Command, FillView, Market, MarketView,
+    OrderKind, Placed, Queue, QueuedOrder, Response, Side, Status,
 };
 
 /// A resting order in the model's book.
@@ -46,6 +46,8 @@ pub struct Model {
     pub orders: BTreeMap<u64, Rec>,
     /// Asset → deposits minus withdrawals.
     pub net: BTreeMap<String, i128>,
+    /// Principal → account (`open_account`).
+    pub accounts: BTreeMap<String, u64>,
 }
 
 fn err<T>(code: &str) -> Result<T, String> {
@@ -183,6 +185,25 @@ impl Model {
                 }))
             }
             Command::Place(p) => self.place(seq, p).map(Response::Placed),
+            Command::OpenAccount(o) => {
+                if o.principal.is_empty()
+                    || o.principal.len() > 128
+                    || o.principal.chars().any(char::is_control)
+                {
+                    return err("invalid-argument");
+                }
+                if self.accounts.contains_key(&o.principal) {
+                    return err("account-exists");
+                }
+                if self.accounts.values().any(|&u| u == o.user) {
+                    return err("account-taken");
+                }
+                self.accounts.insert(o.principal.clone(), o.user);
+                Ok(Response::Account(AccountView {
+                    principal: o.principal.clone(),
+                    user: o.user,
+                }))
+            }
         }
     }
 
