@@ -18,7 +18,8 @@ fn principals() -> String {
     [
         principal_toml("root", ADMIN, &["admin"], None),
         principal_toml("alice", ALICE, &["client"], Some(&["counter"])),
-        principal_toml("bob", BOB, &["client"], None),
+        // An operator too: spot deposits (custody) are operator-only.
+        principal_toml("bob", BOB, &["client", "operator"], None),
     ]
     .concat()
 }
