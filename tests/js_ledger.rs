@@ -19,11 +19,10 @@
 //! first) makes its absence a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use keel_host::error::HostError;
 use keel_tests::TestHost;
+use keel_tests::foreign::code_of;
 use keel_tests::server::{Server, keel_bin};
 use serde_json::{Value, json};
 
@@ -42,58 +41,16 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// The built component, or `None` (after saying so) when it is absent and
 /// not required.
 fn component() -> Option<Vec<u8>> {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| {
-            if t.is_absolute() {
-                t
-            } else {
-                workspace.join(t)
-            }
-        })
-        .unwrap_or_else(|| workspace.join("target"));
-    let path = target.join("foreign-plugins/js-ledger.wasm");
-    match std::fs::read(&path) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if std::env::var("KEEL_REQUIRE_FOREIGN_PLUGINS").as_deref() == Ok("1") => {
-            panic!(
-                "{} is required (KEEL_REQUIRE_FOREIGN_PLUGINS=1) but unreadable: {e}; \
-                 run plugins/js-ledger/build.sh",
-                path.display()
-            )
-        }
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: {} is absent; run plugins/js-ledger/build.sh to build it \
-                 (needs Node.js >= 20 and npm)",
-                path.display()
-            );
-            None
-        }
-    }
+    keel_tests::foreign::component(
+        "js-ledger",
+        "plugins/js-ledger/build.sh",
+        "Node.js >= 20 and npm",
+    )
 }
 
-/// The error code of a refused command or query.
-fn code_of<T: std::fmt::Debug>(result: Result<T, HostError>) -> String {
-    match result {
-        Err(e) => e.code().to_owned(),
-        Ok(v) => panic!("expected a refusal, got {v:?}"),
-    }
-}
-
-/// A refused command: its code, and proof that it left the state hash and
-/// every table byte-identical.
+/// A refused command: its code, and proof that it left no trace.
 fn refused_without_trace(t: &TestHost, command: Value) -> String {
-    let (hash, tables) = (t.state_hash(PLUGIN), t.tables(PLUGIN));
-    let code = code_of(t.call(PLUGIN, command.clone()));
-    assert_eq!(
-        t.state_hash(PLUGIN),
-        hash,
-        "{command} changed the state hash"
-    );
-    assert_eq!(t.tables(PLUGIN), tables, "{command} changed a table");
-    code
+    keel_tests::foreign::refused_without_trace(t, PLUGIN, command)
 }
 
 fn balance(t: &TestHost, account: &str) -> i64 {

@@ -3,6 +3,7 @@
 //! `keel serve` process ([`server::Server`]).
 
 pub mod bench;
+pub mod foreign;
 pub mod server;
 
 pub use keel_host::testkit::TestHost;
