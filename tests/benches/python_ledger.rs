@@ -15,7 +15,6 @@
 //! fsync and the row shows the guest's own cost. Skips with a message when
 //! the component has not been built.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use keel_tests::bench::{env, pipelined};
@@ -37,21 +36,6 @@ impl Run {
         let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
         self.latencies_us[i]
     }
-}
-
-fn component_path() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| {
-            if t.is_absolute() {
-                t
-            } else {
-                workspace.join(t)
-            }
-        })
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("foreign-plugins/python-ledger.wasm")
 }
 
 /// One command at a time, each waiting for its acknowledgement.
@@ -79,7 +63,7 @@ fn piped(t: &TestHost, plugin: &str, commands: &[Vec<u8>], in_flight: usize) -> 
 }
 
 fn main() {
-    let path = component_path();
+    let path = keel_tests::foreign::component_path("python-ledger");
     let Ok(bytes) = std::fs::read(&path) else {
         eprintln!(
             "SKIPPED: {} is absent; run plugins/python-ledger/build.sh",

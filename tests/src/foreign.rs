@@ -24,12 +24,18 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace.join("target"))
 }
 
+/// Where a foreign plugin's build script writes it:
+/// `<target>/foreign-plugins/<name>.wasm`.
+pub fn component_path(name: &str) -> PathBuf {
+    target_dir().join(format!("foreign-plugins/{name}.wasm"))
+}
+
 /// The bytes of `<target>/foreign-plugins/<name>.wasm`, or `None` (after a
 /// visible `SKIPPED` line naming `build_script` and what it `needs`) when
 /// the component is absent — unless `KEEL_REQUIRE_FOREIGN_PLUGINS=1` (CI),
 /// which makes an absent component a failure.
 pub fn component(name: &str, build_script: &str, needs: &str) -> Option<Vec<u8>> {
-    let path = target_dir().join(format!("foreign-plugins/{name}.wasm"));
+    let path = component_path(name);
     match std::fs::read(&path) {
         Ok(bytes) => Some(bytes),
         Err(e) if std::env::var("KEEL_REQUIRE_FOREIGN_PLUGINS").as_deref() == Ok("1") => {
