@@ -36,7 +36,6 @@ fn main() {
     let component = runtime.load(&bytes).unwrap();
     let instance = |policy| {
         PluginInstance::new(
-            runtime.engine(),
             component.clone(),
             "bench".into(),
             1,

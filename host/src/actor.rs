@@ -1,9 +1,10 @@
 //! Per plugin, an actor thread that owns the plugin's [`Executor`] and
 //! drains its queue in batches: every command waiting (up to the batch
 //! size, after an optional commit window) runs in one write transaction,
-//! one durable commit, and only then is each acknowledged. Queries are
-//! answered between batches, from committed state. Upgrades run at a batch
-//! boundary; commands that arrive meanwhile wait in the queue.
+//! one durable commit, and only then is each acknowledged. Queries go to
+//! the plugin's query thread ([`crate::query`]) and never wait in this
+//! queue. Upgrades run at a batch boundary; commands that arrive meanwhile
+//! wait in the queue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,7 @@ use crate::config::BatchConfig;
 use crate::error::HostError;
 use crate::executor::{Call, Committed, Executor, Scheduled};
 use crate::limits::QUEUE_COMMANDS_MAX;
+use crate::query::{QueryRequest, QueryTarget, QueryWorker};
 use crate::runtime::LoadedComponent;
 use crate::storage::{Deployment, Outcome, PluginRecord};
 
@@ -38,11 +40,6 @@ pub(crate) enum Request {
         call: Scheduled,
         reply: Reply<Receipt>,
     },
-    Query {
-        bytes: Vec<u8>,
-        caller: Option<Arc<Caller>>,
-        reply: Reply<Vec<u8>>,
-    },
     Upgrade {
         component: LoadedComponent,
         forced: Option<(u64, u64)>,
@@ -53,6 +50,7 @@ pub(crate) enum Request {
 /// The handle the host keeps for a running actor.
 pub(crate) struct ActorHandle {
     tx: Option<Sender<Request>>,
+    queries: QueryWorker,
     thread: Option<JoinHandle<()>>,
     pub(crate) record: Arc<RwLock<PluginRecord>>,
     halt: Arc<AtomicBool>,
@@ -65,6 +63,15 @@ impl ActorHandle {
         let record = executor.published();
         let halt = Arc::new(AtomicBool::new(false));
         let name = executor.record().name.clone();
+        let (limits, policy) = executor.limits();
+        let queries = QueryWorker::spawn(QueryTarget {
+            db: executor.db().clone(),
+            plugin_id: executor.record().id,
+            name: name.clone(),
+            components: executor.components(),
+            limits,
+            policy,
+        })?;
         let actor = Actor {
             executor,
             rx,
@@ -76,6 +83,7 @@ impl ActorHandle {
             .spawn(move || actor.run())?;
         Ok(ActorHandle {
             tx: Some(tx),
+            queries,
             thread: Some(thread),
             record,
             halt,
@@ -91,6 +99,11 @@ impl ActorHandle {
         })
     }
 
+    /// Queues a query for the plugin's query thread.
+    pub(crate) fn query(&self, request: QueryRequest, plugin: &str) -> Result<(), HostError> {
+        self.queries.send(request, plugin)
+    }
+
     /// Commands waiting in the queue.
     pub(crate) fn queue_len(&self) -> usize {
         self.tx.as_ref().map_or(0, Sender::len)
@@ -98,6 +111,7 @@ impl ActorHandle {
 
     /// Stops after the queued work is done.
     pub(crate) fn stop(&mut self) {
+        self.queries.stop();
         self.tx = None;
         if let Some(t) = self.thread.take()
             && t.join().is_err()
@@ -162,15 +176,9 @@ impl Actor {
 
     fn process(&mut self, requests: Vec<Request>) {
         let mut commands = Vec::new();
-        let mut queries = Vec::new();
         for request in requests {
             match request {
                 Request::Command { call, reply } => commands.push((call, reply)),
-                Request::Query {
-                    bytes,
-                    caller,
-                    reply,
-                } => queries.push((bytes, caller, reply)),
                 Request::Upgrade {
                     component,
                     forced,
@@ -183,9 +191,6 @@ impl Actor {
             }
         }
         self.commit(commands);
-        for (bytes, caller, reply) in queries {
-            let _ = reply.send(self.executor.query(&bytes, caller));
-        }
     }
 
     fn commit(&mut self, commands: Vec<(Scheduled, Reply<Receipt>)>) {

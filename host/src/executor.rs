@@ -1,8 +1,10 @@
-//! Runs a plugin's calls against storage: a batch of commands in one write
-//! transaction (each with its own undo log), journaled and committed
-//! together; queries against a committed snapshot; upgrades (`migrate`) in
-//! a transaction of their own. Used by the actor and by deployment/replay.
+//! Runs a plugin's commands against storage: a batch of commands in one
+//! group commit (each with its own undo log), journaled and committed
+//! together; first deploys (`init`) and upgrades (`migrate`) in a batch of
+//! their own. Used by the actor and by deployment/replay. Queries run
+//! elsewhere, on read views ([`crate::query`]).
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,8 +15,47 @@ use crate::runtime::imports::StorageAccess;
 use crate::runtime::instance::PluginInfo;
 use crate::runtime::{CallError, LoadedComponent, PluginInstance};
 use crate::storage::{
-    Db, Deployment, EntryKind, JournalEntry, Outcome, PluginRecord, StorageError,
+    Batch, Db, Deployment, EntryKind, JournalEntry, Outcome, PluginRecord, StorageError,
 };
+
+/// Every component a plugin has run, by hash: the query worker picks the
+/// one that matches the state it reads (an upgrade adds the new one before
+/// its `migrate` commits).
+pub(crate) type Components = Arc<RwLock<HashMap<[u8; 32], LoadedComponent>>>;
+
+/// Lends `batch` to `instance` as its storage for `f`, and takes it back.
+fn with_batch<T>(
+    instance: &mut PluginInstance,
+    batch: Batch,
+    f: impl FnOnce(&mut PluginInstance) -> T,
+) -> (Batch, T) {
+    instance.set_storage(StorageAccess::Batch(batch));
+    let out = f(instance);
+    match instance.take_storage() {
+        StorageAccess::Batch(batch) => (batch, out),
+        // Only this function lends a batch, and calls never replace it.
+        _ => unreachable!("the lent batch is still the instance's storage"),
+    }
+}
+
+/// Journals a deployment's `init`/`migrate` entry and the new record, and
+/// commits the batch. The component is stored first, in its own durable
+/// commit, so the journal never names a module the database lacks.
+fn commit_deployment(
+    db: &Db,
+    mut batch: Batch,
+    record: &PluginRecord,
+    entry: &JournalEntry,
+    component: &LoadedComponent,
+) -> Result<(), StorageError> {
+    if let Err(e) = db.store_module(&component.hash, &component.bytes) {
+        batch.abort();
+        return Err(e);
+    }
+    batch.append_journal(record.id, entry);
+    batch.put_plugin(record)?;
+    batch.commit()
+}
 
 /// One call to journal and run inside a batch.
 #[derive(Debug, Clone)]
@@ -58,37 +99,55 @@ pub fn now_ms() -> u64 {
 /// One plugin's instance, record and database.
 pub struct Executor {
     db: Db,
-    engine: wasmtime::Engine,
     instance: PluginInstance,
     record: PluginRecord,
     limits: Limits,
     policy: InstancePolicy,
     /// The record as of the last commit, shared with status readers.
     published: Arc<RwLock<PluginRecord>>,
+    components: Components,
 }
 
 impl Executor {
     /// An executor for an existing (or just created) plugin record.
     pub fn new(
         db: Db,
-        engine: wasmtime::Engine,
         component: LoadedComponent,
         record: PluginRecord,
         limits: Limits,
         policy: InstancePolicy,
     ) -> Self {
         let name: Arc<str> = record.name.as_str().into();
-        let instance = PluginInstance::new(&engine, component, name, record.id, limits, policy);
+        let components: Components = Arc::new(RwLock::new(HashMap::from([(
+            component.hash,
+            component.clone(),
+        )])));
+        let instance = PluginInstance::new(component, name, record.id, limits, policy);
         let published = Arc::new(RwLock::new(record.clone()));
         Self {
             db,
-            engine,
             instance,
             record,
             limits,
             policy,
             published,
+            components,
         }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The components this plugin has run, shared with its query worker.
+    pub(crate) fn components(&self) -> Components {
+        self.components.clone()
+    }
+
+    /// The limits and instance policy its calls run under.
+    pub fn limits(&self) -> (Limits, InstancePolicy) {
+        (self.limits, self.policy)
     }
 
     /// The committed record, shared.
@@ -110,69 +169,60 @@ impl Executor {
     /// storage error when nothing was committed (then no call is
     /// acknowledged).
     pub fn run_batch(&mut self, calls: Vec<Scheduled>) -> Result<Vec<Committed>, StorageError> {
-        let mut batch = self.db.begin_batch()?;
+        let mut batch = self.db.begin_batch(self.record.id)?;
         batch.set_state_hash(self.record.state_hash);
-        self.instance.set_storage(StorageAccess::Batch(batch));
         let mut record = self.record.clone();
-        let mut results = Vec::with_capacity(calls.len());
         let module_hash = self.instance.component().hash;
-        for scheduled in calls {
-            let (sequence, timestamp_ms) = scheduled.forced.unwrap_or_else(|| {
-                (
-                    record.last_sequence + 1,
-                    now_ms().max(record.last_timestamp_ms),
-                )
-            });
-            let entry = match scheduled.call {
-                Call::RecordedFailure(entry) => entry,
-                call => {
-                    self.instance.set_context(sequence, timestamp_ms);
-                    self.instance.set_caller(scheduled.caller.clone());
-                    self.batch().begin_command();
-                    let (kind, result) = match call {
-                        Call::Command(bytes) => {
-                            let r = self.instance.handle(&bytes);
-                            (EntryKind::Command { bytes }, r)
+        let (mut batch, results) = with_batch(&mut self.instance, batch, |instance| {
+            let mut results = Vec::with_capacity(calls.len());
+            let mut entries = Vec::with_capacity(calls.len());
+            for scheduled in calls {
+                let (sequence, timestamp_ms) = scheduled.forced.unwrap_or_else(|| {
+                    (
+                        record.last_sequence + 1,
+                        now_ms().max(record.last_timestamp_ms),
+                    )
+                });
+                let entry = match scheduled.call {
+                    Call::RecordedFailure(entry) => entry,
+                    Call::Command(bytes) => {
+                        let outcome = run_command(
+                            instance,
+                            &bytes,
+                            sequence,
+                            timestamp_ms,
+                            &scheduled.caller,
+                        )?;
+                        JournalEntry {
+                            sequence,
+                            timestamp_ms,
+                            module_hash,
+                            kind: EntryKind::Command { bytes },
+                            outcome,
+                            caller: scheduled.caller,
                         }
-                        Call::RecordedFailure(_) => unreachable!("handled above"),
-                    };
-                    let outcome = match result {
-                        Ok(response) => {
-                            self.batch().keep_command();
-                            Outcome::Ok(response)
-                        }
-                        Err(CallError::Fault(e)) => return Err(self.abandon(e)),
-                        Err(e) => {
-                            if let Err(fault) = self.batch().undo_command() {
-                                return Err(self.abandon(fault));
-                            }
-                            Outcome::Err {
-                                code: e.code().to_owned(),
-                                message: e.message(),
-                            }
-                        }
-                    };
-                    JournalEntry {
-                        sequence,
-                        timestamp_ms,
-                        module_hash,
-                        kind,
-                        outcome,
-                        caller: scheduled.caller,
                     }
-                }
-            };
-            record.last_sequence = entry.sequence;
-            record.last_timestamp_ms = entry.timestamp_ms;
-            results.push(Committed {
-                sequence: entry.sequence,
-                outcome: entry.outcome.clone(),
-            });
-            self.batch().append_journal(record.id, &entry);
-        }
-        let StorageAccess::Batch(mut batch) = self.instance.take_storage() else {
-            unreachable!("the batch was lent above")
+                };
+                record.last_sequence = entry.sequence;
+                record.last_timestamp_ms = entry.timestamp_ms;
+                results.push(Committed {
+                    sequence: entry.sequence,
+                    outcome: entry.outcome.clone(),
+                });
+                entries.push(entry);
+            }
+            Ok::<_, StorageError>((results, entries))
+        });
+        let (results, entries) = match results {
+            Ok(r) => r,
+            Err(e) => {
+                batch.abort();
+                return Err(e);
+            }
         };
+        for entry in &entries {
+            batch.append_journal(record.id, entry);
+        }
         record.state_hash = batch.state_hash();
         batch.put_plugin(&record)?;
         batch.commit()?;
@@ -180,52 +230,18 @@ impl Executor {
         Ok(results)
     }
 
-    fn batch(&mut self) -> &mut crate::storage::Batch {
-        self.instance
-            .batch_mut()
-            .expect("a batch is lent during run_batch")
-    }
-
-    /// Drops the open batch after a storage fault.
-    fn abandon(&mut self, err: StorageError) -> StorageError {
-        if let StorageAccess::Batch(batch) = self.instance.take_storage() {
-            batch.abort();
-        }
-        err
-    }
-
     fn publish(&mut self, record: PluginRecord) {
         *self.published.write().unwrap_or_else(|p| p.into_inner()) = record.clone();
         self.record = record;
     }
 
-    /// Answers a query from the committed state, as `caller`.
-    pub fn query(
-        &mut self,
-        request: &[u8],
-        caller: Option<Arc<Caller>>,
-    ) -> Result<Vec<u8>, HostError> {
-        let view = self.db.read()?;
-        self.instance.set_storage(StorageAccess::Read(view));
-        self.instance.set_context(0, now_ms());
-        self.instance.set_caller(caller);
-        let result = self.instance.query(request);
-        self.instance.take_storage();
-        result.map_err(|e| match e {
-            CallError::Fault(e) => HostError::from(e),
-            e => HostError::QueryFailed {
-                code: e.code().to_owned(),
-                message: e.message(),
-            },
-        })
-    }
-
-    /// Deploys a plugin for the first time: in one transaction, runs
-    /// `init(config)`, journals it as sequence 1, stores the component and
-    /// the plugin record. Nothing is written if `init` fails.
+    /// Deploys a plugin for the first time: in one batch, runs
+    /// `init(config)`, journals it as sequence 1 and stores the plugin
+    /// record (the component is stored just before). Nothing is written if
+    /// `init` fails.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         db: Db,
-        engine: wasmtime::Engine,
         component: LoadedComponent,
         id: u32,
         info: &PluginInfo,
@@ -235,11 +251,12 @@ impl Executor {
         policy: InstancePolicy,
     ) -> Result<Executor, HostError> {
         let timestamp_ms = forced_timestamp_ms.unwrap_or_else(now_ms);
+        let hash = component.hash;
         let record = PluginRecord {
             id,
             name: info.name.clone(),
             deployments: vec![Deployment {
-                module_hash: component.hash,
+                module_hash: hash,
                 version: info.version.clone(),
                 schema: info.schema,
                 sequence: 1,
@@ -248,16 +265,14 @@ impl Executor {
             last_timestamp_ms: 0,
             state_hash: crate::state_hash::StateHash::EMPTY,
         };
-        let mut exec = Executor::new(db, engine, component, record, limits, policy);
-        let mut batch = exec.db.begin_batch()?;
+        let mut exec = Executor::new(db, component.clone(), record, limits, policy);
+        let mut batch = exec.db.begin_batch(id)?;
         batch.begin_command();
-        exec.instance.set_storage(StorageAccess::Batch(batch));
-        exec.instance.set_context(1, timestamp_ms);
-        exec.instance.set_caller(None);
-        let result = exec.instance.init(&config);
-        let StorageAccess::Batch(mut batch) = exec.instance.take_storage() else {
-            unreachable!("the batch was lent above")
-        };
+        let (batch, result) = with_batch(&mut exec.instance, batch, |instance| {
+            instance.set_context(1, timestamp_ms);
+            instance.set_caller(None);
+            instance.init(&config)
+        });
         if let Err(e) = result {
             batch.abort();
             return Err(HostError::Deploy(format!(
@@ -269,30 +284,23 @@ impl Executor {
         record.last_sequence = 1;
         record.last_timestamp_ms = timestamp_ms;
         record.state_hash = batch.state_hash();
-        let hash = exec.instance.component().hash;
-        batch.append_journal(
-            id,
-            &JournalEntry {
-                sequence: 1,
-                timestamp_ms,
-                module_hash: hash,
-                kind: EntryKind::Init { config },
-                outcome: Outcome::Ok(b"null".to_vec()),
-                caller: None,
-            },
-        );
-        let bytes = exec.instance.component().bytes.clone();
-        batch.put_module(&hash, &bytes)?;
-        batch.put_plugin(&record)?;
-        batch.commit()?;
+        let entry = JournalEntry {
+            sequence: 1,
+            timestamp_ms,
+            module_hash: hash,
+            kind: EntryKind::Init { config },
+            outcome: Outcome::Ok(b"null".to_vec()),
+            caller: None,
+        };
+        commit_deployment(&exec.db, batch, &record, &entry, &component)?;
         exec.publish(record);
         Ok(exec)
     }
 
-    /// Replaces the running version with `component`: in one transaction,
-    /// runs `migrate(old schema)` on the new instance, journals it and
-    /// records the deployment. On any failure the old version keeps running
-    /// and state is untouched.
+    /// Replaces the running version with `component`: in one batch, runs
+    /// `migrate(old schema)` on the new instance, journals it and records
+    /// the deployment. On any failure the old version keeps running and
+    /// state is untouched.
     pub fn upgrade(
         &mut self,
         component: LoadedComponent,
@@ -301,7 +309,6 @@ impl Executor {
         let old = self.record.active().clone();
         let name: Arc<str> = self.record.name.as_str().into();
         let mut candidate = PluginInstance::new(
-            &self.engine,
             component.clone(),
             name,
             self.record.id,
@@ -321,19 +328,19 @@ impl Executor {
             self.record.last_sequence + 1,
             now_ms().max(self.record.last_timestamp_ms),
         ));
-        let mut batch = self.db.begin_batch()?;
+        let mut batch = self.db.begin_batch(self.record.id)?;
         batch.set_state_hash(self.record.state_hash);
         batch.begin_command();
-        candidate.set_storage(StorageAccess::Batch(batch));
-        candidate.set_context(sequence, timestamp_ms);
-        candidate.set_caller(None);
         // A migration may rewrite the whole state: it gets its own budget.
-        candidate.set_limits(self.limits.for_migrate());
-        let migrated = candidate.migrate(old.schema);
-        candidate.set_limits(self.limits);
-        let StorageAccess::Batch(mut batch) = candidate.take_storage() else {
-            unreachable!("the batch was lent above")
-        };
+        let limits = self.limits;
+        let (batch, migrated) = with_batch(&mut candidate, batch, |instance| {
+            instance.set_context(sequence, timestamp_ms);
+            instance.set_caller(None);
+            instance.set_limits(limits.for_migrate());
+            let migrated = instance.migrate(old.schema);
+            instance.set_limits(limits);
+            migrated
+        });
         if let Err(e) = migrated {
             batch.abort();
             return Err(HostError::Deploy(format!(
@@ -352,25 +359,60 @@ impl Executor {
         record.last_sequence = sequence;
         record.last_timestamp_ms = timestamp_ms;
         record.state_hash = batch.state_hash();
-        batch.append_journal(
-            record.id,
-            &JournalEntry {
-                sequence,
-                timestamp_ms,
-                module_hash: component.hash,
-                kind: EntryKind::Migrate {
-                    from_module: old.module_hash,
-                    from_schema: old.schema,
-                },
-                outcome: Outcome::Ok(b"null".to_vec()),
-                caller: None,
+        let entry = JournalEntry {
+            sequence,
+            timestamp_ms,
+            module_hash: component.hash,
+            kind: EntryKind::Migrate {
+                from_module: old.module_hash,
+                from_schema: old.schema,
             },
-        );
-        batch.put_module(&component.hash, &component.bytes)?;
-        batch.put_plugin(&record)?;
-        batch.commit()?;
+            outcome: Outcome::Ok(b"null".to_vec()),
+            caller: None,
+        };
+        // Queries that read the migrated state must find its component.
+        self.components
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(component.hash, component.clone());
+        commit_deployment(&self.db, batch, &record, &entry, &component)?;
         self.instance = candidate;
         self.publish(record);
         Ok(deployment)
     }
+}
+
+/// Runs one command on `instance` (whose storage is the batch): its writes
+/// are kept when it succeeds and undone when it fails. A storage fault
+/// ends the batch.
+fn run_command(
+    instance: &mut PluginInstance,
+    bytes: &[u8],
+    sequence: u64,
+    timestamp_ms: u64,
+    caller: &Option<Arc<Caller>>,
+) -> Result<Outcome, StorageError> {
+    instance.set_context(sequence, timestamp_ms);
+    instance.set_caller(caller.clone());
+    lent_batch(instance).begin_command();
+    match instance.handle(bytes) {
+        Ok(response) => {
+            lent_batch(instance).keep_command();
+            Ok(Outcome::Ok(response))
+        }
+        Err(CallError::Fault(e)) => Err(e),
+        Err(e) => {
+            lent_batch(instance).undo_command()?;
+            Ok(Outcome::Err {
+                code: e.code().to_owned(),
+                message: e.message(),
+            })
+        }
+    }
+}
+
+fn lent_batch(instance: &mut PluginInstance) -> &mut Batch {
+    instance
+        .batch_mut()
+        .expect("a batch is lent while commands run")
 }

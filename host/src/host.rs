@@ -207,7 +207,6 @@ impl Host {
         let policy = self.config.runtime.instance_policy(&record.name);
         let executor = Executor::new(
             self.db.clone(),
-            self.runtime.engine().clone(),
             component,
             record,
             self.config.limits,
@@ -259,7 +258,6 @@ impl Host {
     ) -> Result<PluginStatus, HostError> {
         let _guard = self.deploy_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut probe = crate::runtime::PluginInstance::new(
-            self.runtime.engine(),
             component.clone(),
             "deploying".into(),
             u32::MAX,
@@ -298,7 +296,6 @@ impl Host {
         let id = self.next_plugin_id()?;
         let executor = Executor::create(
             self.db.clone(),
-            self.runtime.engine().clone(),
             component,
             id,
             &info,
@@ -445,13 +442,17 @@ impl Host {
     ) -> Result<oneshot::Receiver<Result<Vec<u8>, HostError>>, HostError> {
         check_json("query", request, self.config.limits.command_bytes_max)?;
         let (reply, rx) = oneshot::channel();
-        self.send(
-            plugin,
-            Request::Query {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        let slot = plugins
+            .get(plugin)
+            .ok_or_else(|| HostError::UnknownPlugin(plugin.to_owned()))?;
+        slot.actor.query(
+            crate::query::QueryRequest {
                 bytes: request.to_vec(),
                 caller: caller.map(Arc::new),
                 reply,
             },
+            plugin,
         )?;
         Ok(rx)
     }
@@ -539,6 +540,7 @@ impl Host {
         for slot in plugins.values_mut() {
             slot.actor.stop();
         }
+        self.db.stop_background();
         if let Err(e) = self.db.checkpoint() {
             tracing::error!(error = %e, "the checkpoint at shutdown failed; the next start recovers from the write-ahead log");
         }
@@ -556,15 +558,11 @@ impl Host {
                 slot.actor.halt();
             }
         }
-        let db_path = self.config.data_dir.join("keel.redb");
-        let image = crate::storage::DiskImage::capture(&db_path);
+        // redb only ever receives durable commits (checkpoints), so once
+        // the checkpointer has stopped, the files are exactly what a power
+        // cut would leave: the last checkpoint plus the fsynced log.
+        self.db.stop_background();
         drop(self);
-        match image.and_then(|i| i.restore()) {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "could not leave the crash image of the database in place")
-            }
-        }
     }
 }
 

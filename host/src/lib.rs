@@ -11,6 +11,7 @@ pub mod executor;
 pub mod host;
 pub mod http;
 pub mod limits;
+pub mod query;
 pub mod runtime;
 pub mod state_hash;
 pub mod storage;

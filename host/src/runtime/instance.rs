@@ -95,14 +95,16 @@ impl PluginInstance {
     /// Creates a store for `component` (instantiated lazily, on first call)
     /// whose calls get their instance as `policy` says.
     pub fn new(
-        engine: &wasmtime::Engine,
         component: LoadedComponent,
         plugin: Arc<str>,
         plugin_id: u32,
         limits: Limits,
         policy: InstancePolicy,
     ) -> Self {
-        let store = new_store(engine, HostState::new(plugin, plugin_id, limits));
+        let store = new_store(
+            component.pre.engine(),
+            HostState::new(plugin, plugin_id, limits),
+        );
         Self {
             component,
             store: Some(store),

@@ -1,84 +1,93 @@
-//! A group commit: one redb write transaction holding a batch of commands'
-//! effects and their journal entries.
+//! A group commit: one plugin's batch of commands, executed against its
+//! in-memory active layer (see [`super::memtable`]), made durable by one
+//! write-ahead log record and handed back to the layers.
 //!
-//! Each command runs inside the batch with an undo log: every write records
-//! the old value, and a failed command (error, trap, out of fuel or memory)
-//! is rolled back by restoring those values in reverse. Committed state
-//! therefore only ever holds the effects of commands that succeeded.
+//! Each command runs with an undo log: every write records what the active
+//! layer held for the key before, and a failed command (error, trap, out of
+//! fuel or memory) is rolled back by restoring those entries in reverse.
+//! Committed state therefore only ever holds the effects of commands that
+//! succeeded. redb is not touched: the checkpointer writes the layers to
+//! it later, in the background.
 //!
-//! With immediate durability the batch also keeps a redo record of every
-//! row it writes (truncated with the undo log) and is made durable by the
-//! write-ahead log (see [`super::wal`]): one append + fsync per batch, then
-//! a redb commit without fsync — or, when a checkpoint is due or the batch
-//! stores a component, a durable redb commit instead.
+//! With immediate durability the batch keeps a redo record of every row it
+//! writes (truncated with the undo log) and [`Batch::commit`] appends it,
+//! with the batch's journal entries and plugin record, to the write-ahead
+//! log with one fsync before anything is acknowledged.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
-use redb::{ReadableTable, WriteTransaction};
+use bytes::Bytes;
 
 use super::journal::{JournalEntry, encode_entry};
 use super::keys::state_key;
-use super::read::{ScanState, get_in, scan_chunk_in};
-use super::wal::{APPLIED_KEY, Redo};
-use super::{
-    Db, JOURNAL, META, MODULES, PLUGINS, PluginRecord, STATE, StorageError, encode, redb_err,
-};
+use super::layer::{Layer, Slot};
+use super::memtable::PluginLayers;
+use super::read::{ReadView, ScanState, scan_chunk_in};
+use super::wal::Redo;
+use super::{Db, PluginRecord, StorageError, encode};
 use crate::state_hash::StateHash;
 
-type StateTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
-
-self_cell::self_cell!(
-    struct TxnCell {
-        owner: WriteTransaction,
-        #[not_covariant]
-        dependent: StateTable,
-    }
-);
-
-/// One undo record: the full state key, the plugin table and key, and the
-/// value before the write.
+/// One undo record: the full state key and what the active layer held for
+/// it before the write (`None`: nothing).
 struct Undo {
     full_key: Vec<u8>,
-    old: Option<Vec<u8>>,
+    before: Option<Slot>,
 }
 
-/// A write transaction for one group commit, with per-command rollback.
+/// One plugin's group commit, with per-command rollback.
 pub struct Batch {
-    cell: TxnCell,
     db: Db,
+    layers: Arc<PluginLayers>,
+    /// The active layer, lent by `layers` until commit or abort.
+    active: Option<Layer>,
+    /// Everything below the active layer, as of the batch's start.
+    below: ReadView,
+    /// Every write of the batch, oldest first; the current command's start
+    /// at `command_start`.
     undo: Vec<Undo>,
-    /// State hash of the plugin being run, kept up to date on every write.
+    command_start: usize,
+    /// State hash of the plugin, kept up to date on every write.
     hash: StateHash,
     hash_at_command_start: StateHash,
     written_bytes: u64,
-    journal: Vec<((u32, u64), Vec<u8>)>,
+    batch_bytes: u64,
+    journal: Vec<(u64, Bytes)>,
+    record: Option<Bytes>,
     /// The redo record for the write-ahead log, when there is one.
     redo: Option<Redo>,
     redo_at_command_start: usize,
-    /// Set when the batch must commit durably in redb: it stores a
-    /// component, or it is an explicit checkpoint.
-    durable_commit: bool,
 }
 
 impl Batch {
-    pub(crate) fn new(txn: WriteTransaction, db: Db, logged: bool) -> Result<Self, StorageError> {
-        let cell =
-            TxnCell::try_new(txn, |txn| txn.open_table(STATE)).map_err(redb_err("open state"))?;
-        Ok(Self {
-            cell,
+    pub(crate) fn new(db: Db, layers: Arc<PluginLayers>, logged: bool) -> Self {
+        let (active, below) = layers.take_active();
+        Self {
             db,
+            layers,
+            active: Some(active),
+            below,
             undo: Vec::new(),
+            command_start: 0,
             hash: StateHash::EMPTY,
             hash_at_command_start: StateHash::EMPTY,
             written_bytes: 0,
+            batch_bytes: 0,
             journal: Vec::new(),
+            record: None,
             redo: logged.then(Redo::default),
             redo_at_command_start: 0,
-            durable_commit: false,
-        })
+        }
+    }
+
+    fn active(&mut self) -> &mut Layer {
+        self.active
+            .as_mut()
+            .expect("the active layer is lent until commit")
     }
 
     fn mark_command_start(&mut self) {
+        self.command_start = self.undo.len();
         self.hash_at_command_start = self.hash;
         if let Some(redo) = &self.redo {
             self.redo_at_command_start = redo.mark();
@@ -98,39 +107,27 @@ impl Batch {
 
     /// Marks the start of a command: later writes can be undone as one.
     pub fn begin_command(&mut self) {
-        self.undo.clear();
         self.mark_command_start();
         self.written_bytes = 0;
     }
 
     /// Keeps the current command's writes.
     pub fn keep_command(&mut self) {
-        self.undo.clear();
         self.mark_command_start();
     }
 
-    /// Undoes every write of the current command. An error here means the
-    /// batch cannot be trusted: the caller must abandon the whole batch.
+    /// Undoes every write since `mark` (newest first).
+    fn undo_to(&mut self, mark: usize) {
+        let undo = self.undo.split_off(mark);
+        let active = self.active.as_mut().expect("lent until commit");
+        for u in undo.into_iter().rev() {
+            active.restore_row(u.full_key, u.before);
+        }
+    }
+
+    /// Undoes every write of the current command.
     pub fn undo_command(&mut self) -> Result<(), StorageError> {
-        let undo = std::mem::take(&mut self.undo);
-        self.cell
-            .with_dependent_mut(|_, table| -> Result<(), StorageError> {
-                for u in undo.into_iter().rev() {
-                    match u.old {
-                        Some(old) => {
-                            table
-                                .insert(u.full_key.as_slice(), old.as_slice())
-                                .map_err(redb_err("undo"))?;
-                        }
-                        None => {
-                            table
-                                .remove(u.full_key.as_slice())
-                                .map_err(redb_err("undo"))?;
-                        }
-                    }
-                }
-                Ok(())
-            })?;
+        self.undo_to(self.command_start);
         self.hash = self.hash_at_command_start;
         if let Some(redo) = &mut self.redo {
             redo.truncate(self.redo_at_command_start);
@@ -143,6 +140,13 @@ impl Batch {
         self.written_bytes
     }
 
+    fn get_full(&self, full_key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        match self.active.as_ref().and_then(|a| a.rows.get(full_key)) {
+            Some(slot) => Ok(slot.clone()),
+            None => self.below.get_full(full_key),
+        }
+    }
+
     /// Reads a plugin key, seeing this batch's writes.
     pub fn get(
         &mut self,
@@ -150,8 +154,9 @@ impl Batch {
         table: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        self.cell
-            .with_dependent_mut(|_, state| get_in(&*state, plugin_id, table, key))
+        Ok(self
+            .get_full(&state_key(plugin_id, table, key))?
+            .map(|v| v.to_vec()))
     }
 
     /// Writes (`Some`) or removes (`None`) a plugin key; returns whether a
@@ -164,19 +169,7 @@ impl Batch {
         value: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
         let full_key = state_key(plugin_id, table, key);
-        let old =
-            self.cell
-                .with_dependent_mut(|_, state| -> Result<Option<Vec<u8>>, StorageError> {
-                    let old = match value {
-                        Some(v) => state
-                            .insert(full_key.as_slice(), v)
-                            .map_err(redb_err("put"))?,
-                        None => state
-                            .remove(full_key.as_slice())
-                            .map_err(redb_err("remove"))?,
-                    };
-                    Ok(old.map(|g| g.value().to_vec()))
-                })?;
+        let old = self.get_full(&full_key)?;
         if let Some(old) = &old {
             self.hash.remove(table, key, old);
         }
@@ -186,12 +179,15 @@ impl Batch {
         } else {
             self.written_bytes += key.len() as u64;
         }
-        let existed = old.is_some();
+        self.batch_bytes += (full_key.len() + value.map_or(0, <[u8]>::len)) as u64;
         if let Some(redo) = &mut self.redo {
             redo.state(&full_key, value);
         }
-        self.undo.push(Undo { full_key, old });
-        Ok(existed)
+        let before = self
+            .active()
+            .put_row(full_key.clone(), value.map(Bytes::copy_from_slice));
+        self.undo.push(Undo { full_key, before });
+        Ok(old.is_some())
     }
 
     /// The next chunk of a scan, seeing this batch's writes.
@@ -201,142 +197,83 @@ impl Batch {
         scan: &mut ScanState,
         max_entries: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        self.cell
-            .with_dependent_mut(|_, state| scan_chunk_in(&*state, plugin_id, scan, max_entries))
+        scan_chunk_in(
+            self.active.as_ref(),
+            &self.below,
+            plugin_id,
+            scan,
+            max_entries,
+        )
     }
 
     /// Queues a journal entry; it is written with the batch.
     pub fn append_journal(&mut self, plugin_id: u32, entry: &JournalEntry) {
-        self.journal
-            .push(((plugin_id, entry.sequence), encode_entry(entry)));
+        let bytes = Bytes::from(encode_entry(entry));
+        self.batch_bytes += bytes.len() as u64;
+        if let Some(redo) = &mut self.redo {
+            redo.journal(plugin_id, entry.sequence, &bytes);
+        }
+        self.journal.push((entry.sequence, bytes));
     }
 
-    /// Stores a plugin record.
+    /// Stores the plugin record (once, at the end of the batch).
     pub fn put_plugin(&mut self, record: &PluginRecord) -> Result<(), StorageError> {
-        let bytes = encode(record);
+        let bytes = Bytes::from(encode(record));
         if let Some(redo) = &mut self.redo {
             redo.plugin(&record.name, &bytes);
         }
-        self.cell.with_dependent_mut(|txn, _| {
-            let mut table = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
-            table
-                .insert(record.name.as_str(), bytes.as_slice())
-                .map_err(redb_err("put plugin"))?;
-            Ok(())
-        })
+        self.record = Some(bytes);
+        Ok(())
     }
 
-    /// Makes this batch commit durably in redb itself (a checkpoint), not
-    /// through the write-ahead log.
-    pub(crate) fn require_durable_commit(&mut self) {
-        self.durable_commit = true;
-    }
-
-    /// Stores component bytes under their hash (idempotent); the batch then
-    /// commits durably in redb (too large and too rare for the log).
-    pub fn put_module(&mut self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
-        self.require_durable_commit();
-        self.cell.with_dependent_mut(|txn, _| {
-            let mut table = txn.open_table(MODULES).map_err(redb_err("open modules"))?;
-            if table
-                .get(hash.as_slice())
-                .map_err(redb_err("get module"))?
-                .is_none()
-            {
-                table
-                    .insert(hash.as_slice(), bytes)
-                    .map_err(redb_err("put module"))?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Highest plugin id in use, for allocating the next.
-    pub fn max_plugin_id(&mut self) -> Result<u32, StorageError> {
-        let mut max = 0;
-        self.cell
-            .with_dependent_mut(|txn, _| -> Result<(), StorageError> {
-                let table = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
-                for row in table.iter().map_err(redb_err("scan plugins"))? {
-                    let (name, value) = row.map_err(redb_err("scan plugins"))?;
-                    let record: PluginRecord =
-                        super::decode(&format!("plugin record {}", name.value()), value.value())?;
-                    max = max.max(record.id);
-                }
-                Ok(())
-            })?;
-        Ok(max)
-    }
-
-    /// Writes the journal entries and commits: as a durable redb commit
-    /// when a checkpoint is due or required (a component stored, an
-    /// explicit checkpoint); otherwise through the write-ahead log (append +
-    /// fsync, then a redb commit without fsync), or without any fsync
-    /// (relaxed durability).
-    /// On failure the database refuses further writes.
-    pub fn commit(self) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let result = self.commit_inner();
-        if result.is_err() {
-            db.poison();
+    /// Makes the batch durable — one write-ahead log record and one fsync
+    /// with immediate durability — and hands its layer back. On failure
+    /// the batch's writes are undone and the database refuses further
+    /// writes.
+    pub fn commit(mut self) -> Result<(), StorageError> {
+        let logged = match self.redo.take() {
+            Some(redo) => self.db.log(redo.as_bytes()),
+            None => Ok(()),
+        };
+        if let Err(e) = logged {
+            self.db.poison();
+            self.abort();
+            return Err(e);
         }
-        result
-    }
-
-    fn commit_inner(mut self) -> Result<(), StorageError> {
-        let db = self.db.clone();
         let journal = std::mem::take(&mut self.journal);
-        let mut wal = db.wal();
-        let durable = self.durable_commit || wal.as_ref().is_some_and(|w| w.checkpoint_due());
-        let logged_as = wal.as_ref().filter(|_| !durable).map(|w| w.next_record());
-        let redo = &mut self.redo;
-        self.cell
-            .with_dependent_mut(|txn, _| -> Result<(), StorageError> {
-                let mut table = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
-                for (key, value) in &journal {
-                    table
-                        .insert(*key, value.as_slice())
-                        .map_err(redb_err("append journal"))?;
-                    if let Some(redo) = redo.as_mut() {
-                        redo.journal(key.0, key.1, value);
-                    }
-                }
-                if let Some(number) = logged_as {
-                    let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
-                    meta.insert(APPLIED_KEY, number.to_le_bytes().as_slice())
-                        .map_err(redb_err("write meta"))?;
-                }
-                Ok(())
-            })?;
-        let redo = self.redo.take();
-        let mut txn = self.cell.into_owner();
-        if durable {
-            // A checkpoint: redb's own durable commit, which also retires
-            // the log written before it.
-            txn.set_durability(redb::Durability::Immediate)
-                .map_err(|e| StorageError::Corrupt {
-                    what: "durability".into(),
-                    why: e.to_string(),
-                })?;
-            if let Some(w) = wal.as_mut() {
-                w.begin_checkpoint();
-            }
-        } else if let Some(w) = wal.as_mut() {
-            let redo = redo.expect("a logged batch keeps a redo record");
-            w.append(redo.as_bytes())?;
+        let record = self.record.take();
+        let active = self.active();
+        for (sequence, entry) in journal {
+            active.journal.insert(sequence, entry);
         }
-        txn.commit().map_err(redb_err("commit"))?;
-        if let Some(w) = wal.as_mut().filter(|_| durable) {
-            w.end_checkpoint();
+        if record.is_some() {
+            active.record = record;
         }
+        let layer = self.active.take().expect("lent until commit");
+        self.layers.return_active(layer);
+        self.db.written(self.batch_bytes);
         Ok(())
     }
 
     /// Discards everything in the batch.
-    pub fn abort(self) {
-        let txn = self.cell.into_owner();
-        if let Err(e) = txn.abort() {
-            tracing::warn!(error = %e, "aborting a batch failed");
+    pub fn abort(mut self) {
+        self.undo_to(0);
+        if let Some(layer) = self.active.take() {
+            self.layers.return_active(layer);
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // A batch dropped without commit or abort (a panic unwinding, a
+        // halted actor) still returns the layer, with its writes undone,
+        // so that readers and the checkpointer are not left waiting.
+        if self.active.is_some() {
+            self.undo_to(0);
+            if let Some(layer) = self.active.take() {
+                self.layers.return_active(layer);
+            }
         }
     }
 }

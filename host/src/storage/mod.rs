@@ -15,12 +15,15 @@
 //! is unique per (plugin, table): a plugin cannot form another plugin's key.
 
 pub mod batch;
+mod checkpoint;
 pub mod journal;
 mod keys;
+mod layer;
+mod memtable;
 pub mod read;
 pub mod wal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -176,13 +179,21 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
         })
 }
 
-/// The database: state, journal, plugin records and modules in one redb file.
+/// Decodes a plugin record.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<PluginRecord, StorageError> {
+    decode("plugin record", bytes)
+}
+
+/// The database: state, journal, plugin records and modules in one redb
+/// file, with each plugin's recent writes held in memory (see
+/// [`memtable`]) until the background checkpointer (see [`checkpoint`])
+/// writes them to redb.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<DbInner>,
 }
 
-struct DbInner {
+pub(crate) struct DbInner {
     db: redb::Database,
     durability: Durability,
     poisoned: AtomicBool,
@@ -190,6 +201,34 @@ struct DbInner {
     wal: Option<Mutex<wal::Wal>>,
     /// Log records applied at open.
     recovered: u64,
+    /// Each plugin's layers, by plugin id, created on first use.
+    layers: Mutex<HashMap<u32, Arc<memtable::PluginLayers>>>,
+    /// The newest redb snapshot (what the last checkpoint wrote).
+    base: Mutex<Arc<read::Base>>,
+    schedule: Arc<checkpoint::Schedule>,
+}
+
+impl DbInner {
+    /// The newest redb snapshot.
+    fn current_base(&self) -> Arc<read::Base> {
+        self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every plugin's layers.
+    fn all_layers(&self) -> Vec<Arc<memtable::PluginLayers>> {
+        self.layers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        self.schedule.stop();
+    }
 }
 
 impl Db {
@@ -201,14 +240,15 @@ impl Db {
 
     /// Opens (or creates) the database file at `path`; first applies what
     /// the write-ahead log beside it (`<file>.wal/`) holds past redb's
-    /// durable point, whatever the durability asked for now.
+    /// durable point, whatever the durability asked for now. Starts the
+    /// background checkpointer.
     pub fn open_with(
         path: &Path,
         durability: Durability,
-        checkpoint: CheckpointPolicy,
+        policy: CheckpointPolicy,
     ) -> Result<Db, StorageError> {
         let db = redb::Database::builder()
-            .set_cache_size(256 << 20)
+            .set_cache_size(policy.read_cache_bytes as usize)
             .create(path)
             .map_err(redb_err("open"))?;
         let txn = db.begin_write().map_err(redb_err("begin"))?;
@@ -235,22 +275,28 @@ impl Db {
         let wal_dir = wal::dir_for(path);
         let (next_record, recovered) = recover(&db, &wal_dir)?;
         let wal = match durability {
-            Durability::Immediate => Some(Mutex::new(wal::Wal::open(
-                &wal_dir,
-                next_record,
-                checkpoint,
-            )?)),
+            Durability::Immediate => {
+                Some(Mutex::new(wal::Wal::open(&wal_dir, next_record, policy)?))
+            }
             Durability::Relaxed => None,
         };
-        Ok(Db {
-            inner: Arc::new(DbInner {
-                db,
-                durability,
-                poisoned: AtomicBool::new(false),
-                wal,
-                recovered,
-            }),
-        })
+        let base = read::Base::open(&db)?;
+        let inner = Arc::new(DbInner {
+            db,
+            durability,
+            poisoned: AtomicBool::new(false),
+            wal,
+            recovered,
+            layers: Mutex::new(HashMap::new()),
+            base: Mutex::new(base),
+            schedule: Arc::new(checkpoint::Schedule::new(policy)),
+        });
+        checkpoint::spawn(&inner).map_err(|source| StorageError::Log {
+            op: "start the checkpointer",
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Db { inner })
     }
 
     /// How many group commits the write-ahead log brought back at open
@@ -259,10 +305,10 @@ impl Db {
         self.inner.recovered
     }
 
-    /// Checkpoints (durable redb commits retiring the write-ahead log)
-    /// since the database was opened.
+    /// Checkpoints (durable redb commits of the in-memory layers, retiring
+    /// the write-ahead log) since the database was opened.
     pub fn checkpoints(&self) -> u64 {
-        self.wal().map_or(0, |w| w.checkpoints())
+        self.inner.schedule.completed()
     }
 
     /// The write-ahead log, locked, if this database keeps one.
@@ -273,13 +319,18 @@ impl Db {
             .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Makes everything committed so far durable in redb itself and deletes
-    /// the write-ahead log before it (also done by policy during batches).
-    /// Call on clean shutdown so that the next start has nothing to recover.
+    /// Writes every plugin's in-memory layers to redb in one durable commit
+    /// and deletes the write-ahead log before it (also done in the
+    /// background by policy). Call on clean shutdown so that the next start
+    /// has nothing to recover.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
-        let mut batch = self.begin_batch()?;
-        batch.require_durable_commit();
-        batch.commit()
+        checkpoint::run(&self.inner)
+    }
+
+    /// Stops the background checkpointer and waits for a checkpoint in
+    /// progress to finish. Call before closing (or crash-imaging) the files.
+    pub fn stop_background(&self) {
+        self.inner.schedule.stop_and_join();
     }
 
     /// The configured durability.
@@ -287,48 +338,88 @@ impl Db {
         self.inner.durability
     }
 
-    /// Starts a write transaction for one group commit.
-    pub fn begin_batch(&self) -> Result<Batch, StorageError> {
+    fn plugin_layers(&self, plugin_id: u32) -> Arc<memtable::PluginLayers> {
+        let mut layers = self.inner.layers.lock().unwrap_or_else(|p| p.into_inner());
+        layers
+            .entry(plugin_id)
+            .or_insert_with(|| {
+                let base = self.inner.current_base();
+                Arc::new(memtable::PluginLayers::new(plugin_id, base))
+            })
+            .clone()
+    }
+
+    /// Starts one group commit of `plugin_id` (waits while another batch of
+    /// the same plugin is open; never for another plugin).
+    pub fn begin_batch(&self, plugin_id: u32) -> Result<Batch, StorageError> {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
         }
-        let mut txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(redb_err("begin write"))?;
-        // Immediate durability comes from the write-ahead log (or a
-        // checkpoint, decided at commit); redb itself does not fsync.
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| StorageError::Corrupt {
-                what: "durability".into(),
-                why: e.to_string(),
-            })?;
-        Batch::new(txn, self.clone(), self.inner.wal.is_some())
+        Ok(Batch::new(
+            self.clone(),
+            self.plugin_layers(plugin_id),
+            self.inner.wal.is_some(),
+        ))
+    }
+
+    /// Appends one redo record to the write-ahead log and fsyncs it.
+    pub(crate) fn log(&self, redo: &[u8]) -> Result<(), StorageError> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        match self.wal() {
+            Some(mut wal) => wal.append(redo).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts bytes a batch added to memory; wakes the checkpointer when a
+    /// checkpoint falls due and holds the caller back while the layers are
+    /// far past the policy (the checkpointer is behind).
+    pub(crate) fn written(&self, bytes: u64) {
+        self.inner
+            .schedule
+            .written(bytes, || self.inner.poisoned.load(Ordering::Acquire));
     }
 
     pub(crate) fn poison(&self) {
         self.inner.poisoned.store(true, Ordering::Release);
     }
 
-    /// A consistent read-only view of committed state.
-    pub fn read(&self) -> Result<ReadView, StorageError> {
-        ReadView::new(self.inner.db.begin_read().map_err(redb_err("begin read"))?)
+    /// A consistent read-only view of one plugin's committed state (waits
+    /// for the plugin's batch in progress, if any).
+    pub fn view(&self, plugin_id: u32) -> ReadView {
+        self.plugin_layers(plugin_id).view()
     }
 
-    /// Every plugin record, by name.
+    /// Bytes the plugins' in-memory layers hold, and the number of frozen
+    /// layers, summed over plugins.
+    pub fn memory(&self) -> (usize, usize) {
+        self.inner.all_layers().iter().fold((0, 0), |(b, f), l| {
+            let (frozen, bytes) = l.memory();
+            (b + bytes, f + frozen)
+        })
+    }
+
+    /// Every plugin record, by name, as of the last committed batch.
     pub fn plugins(&self) -> Result<Vec<PluginRecord>, StorageError> {
-        let txn = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
-        let table = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(redb_err("scan plugins"))? {
-            let (name, value) = row.map_err(redb_err("scan plugins"))?;
-            out.push(decode(
-                &format!("plugin record {}", name.value()),
-                value.value(),
-            )?);
+        let base = self.inner.current_base();
+        let mut by_name: BTreeMap<String, PluginRecord> = BTreeMap::new();
+        for (name, bytes) in base.plugin_records()? {
+            by_name.insert(
+                name.clone(),
+                decode(&format!("plugin record {name}"), &bytes)?,
+            );
         }
-        Ok(out)
+        let layers = self.inner.all_layers();
+        for layers in layers {
+            let view = layers.view();
+            if let Some(bytes) = view.layered_record() {
+                let record: PluginRecord = decode("plugin record", &bytes)?;
+                by_name.insert(record.name.clone(), record);
+            }
+        }
+        Ok(by_name.into_values().collect())
     }
 
     /// The component bytes stored under `hash`.
@@ -341,6 +432,33 @@ impl Db {
             .map(|v| v.value().to_vec()))
     }
 
+    /// Stores component bytes under their hash in a durable redb commit of
+    /// their own (idempotent; too large and too rare for the log). Done
+    /// before the journal entry that names the module is logged.
+    pub fn store_module(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(redb_err("begin write"))?;
+        {
+            let mut table = txn.open_table(MODULES).map_err(redb_err("open modules"))?;
+            if table
+                .get(hash.as_slice())
+                .map_err(redb_err("get module"))?
+                .is_none()
+            {
+                table
+                    .insert(hash.as_slice(), bytes)
+                    .map_err(redb_err("put module"))?;
+            }
+        }
+        txn.commit().map_err(redb_err("commit module"))
+    }
+
     /// Journal entries of `plugin_id` with sequence in `from..=to`, in order.
     pub fn journal(
         &self,
@@ -348,17 +466,7 @@ impl Db {
         from: u64,
         to: u64,
     ) -> Result<Vec<JournalEntry>, StorageError> {
-        let txn = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
-        let table = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
-        let mut out = Vec::new();
-        for row in table
-            .range((plugin_id, from)..=(plugin_id, to))
-            .map_err(redb_err("scan journal"))?
-        {
-            let (key, value) = row.map_err(redb_err("scan journal"))?;
-            out.push(journal::decode_entry(key.value().1, value.value())?);
-        }
-        Ok(out)
+        self.view(plugin_id).journal(from, to)
     }
 
     /// Every (table, key) → value of a plugin, for tests and dumps.
@@ -366,13 +474,12 @@ impl Db {
         &self,
         plugin_id: u32,
     ) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
-        let view = self.read()?;
-        view.dump_plugin(plugin_id)
+        self.view(plugin_id).dump()
     }
 }
 
 /// Decodes `meta.wal_applied` (u64 LE), refusing anything else.
-fn decode_applied(bytes: &[u8]) -> Result<u64, StorageError> {
+pub(crate) fn decode_applied(bytes: &[u8]) -> Result<u64, StorageError> {
     let bytes: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt {
         what: format!("meta.{}", wal::APPLIED_KEY),
         why: format!("{} bytes where a u64 (8 bytes) belongs", bytes.len()),
@@ -432,49 +539,6 @@ fn recover(db: &redb::Database, dir: &Path) -> Result<(u64, u64), StorageError> 
     // Everything the log held is durable in redb now.
     wal::delete_segments(dir)?;
     Ok((last + 1, pending.len() as u64))
-}
-
-/// The database file and its write-ahead log as the disk holds them now,
-/// copied aside, so that a simulated crash can put them back after the
-/// process-level close (which makes redb's pending commits durable — a
-/// power cut would not).
-pub(crate) struct DiskImage {
-    db_path: std::path::PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl DiskImage {
-    /// Copies `db_path` and its log directory. Call with no write in flight.
-    pub(crate) fn capture(db_path: &Path) -> std::io::Result<DiskImage> {
-        let parent = db_path.parent().unwrap_or(Path::new("."));
-        let dir = tempfile::Builder::new()
-            .prefix(".crash-image")
-            .tempdir_in(parent)?;
-        std::fs::copy(db_path, dir.path().join("db"))?;
-        let wal_dir = wal::dir_for(db_path);
-        let image_wal = dir.path().join("wal");
-        std::fs::create_dir(&image_wal)?;
-        if wal_dir.exists() {
-            for entry in std::fs::read_dir(&wal_dir)? {
-                let entry = entry?;
-                std::fs::copy(entry.path(), image_wal.join(entry.file_name()))?;
-            }
-        }
-        Ok(DiskImage {
-            db_path: db_path.to_owned(),
-            dir,
-        })
-    }
-
-    /// Puts the captured files back in place (the database must be closed).
-    pub(crate) fn restore(self) -> std::io::Result<()> {
-        std::fs::rename(self.dir.path().join("db"), &self.db_path)?;
-        let wal_dir = wal::dir_for(&self.db_path);
-        if wal_dir.exists() {
-            std::fs::remove_dir_all(&wal_dir)?;
-        }
-        std::fs::rename(self.dir.path().join("wal"), &wal_dir)
-    }
 }
 
 #[cfg(test)]

@@ -62,15 +62,21 @@ const OP_PLUGIN: u8 = 4;
 pub struct CheckpointPolicy {
     /// At most this long between checkpoints while commands flow, in ms.
     pub interval_ms: u64,
-    /// At most this many log bytes between checkpoints (bounds recovery).
+    /// At most this many bytes written to memory (and the log) between
+    /// checkpoints: bounds recovery time and the memory the layers hold.
     pub log_bytes_max: u64,
+    /// redb's page cache: checkpointed rows not in memory are read through
+    /// it from the database file, so state larger than memory works at the
+    /// cost of disk reads.
+    pub read_cache_bytes: u64,
 }
 
 impl Default for CheckpointPolicy {
     fn default() -> Self {
         Self {
-            interval_ms: 5_000,
-            log_bytes_max: 64 << 20,
+            interval_ms: 1_000,
+            log_bytes_max: 32 << 20,
+            read_cache_bytes: 256 << 20,
         }
     }
 }
@@ -550,6 +556,7 @@ mod tests {
             CheckpointPolicy {
                 interval_ms: 3_600_000,
                 log_bytes_max: 100,
+                ..CheckpointPolicy::default()
             },
         )
         .unwrap();
@@ -567,6 +574,7 @@ mod tests {
             CheckpointPolicy {
                 interval_ms: 0,
                 log_bytes_max: u64::MAX,
+                ..CheckpointPolicy::default()
             },
         )
         .unwrap();

@@ -1,0 +1,301 @@
+//! The checkpointer: writes the plugins' in-memory layers to redb in the
+//! background and retires the write-ahead log they came from.
+//!
+//! A checkpoint
+//! 1. cuts the log: `R` is the last record appended so far, and later
+//!    records go to a new segment;
+//! 2. pins every plugin's layers (each plugin waits at most until its batch
+//!    in progress ends, then its active layer is frozen — an O(1) move);
+//!    every record up to `R` is in a pinned layer, since a batch's layer
+//!    is returned only after its record is appended;
+//! 3. writes the pinned rows — each key once, in key order, however often
+//!    it was written — with the journal entries and plugin records, and
+//!    `meta.wal_applied = R`, in one durable redb commit, on this thread,
+//!    while every plugin keeps executing;
+//! 4. moves each plugin's base to a redb snapshot holding what it wrote,
+//!    drops the pinned layers, and deletes the log segments up to `R`.
+//!
+//! Pinned layers may also hold batches logged after `R`; recovery applies
+//! records after `R` again, and since records hold absolute rows, applying
+//! them over a state that already has some of them ends in the same state.
+//!
+//! It runs when the layers hold [`CheckpointPolicy::log_bytes_max`] bytes,
+//! or some bytes and [`CheckpointPolicy::interval_ms`] has passed, on
+//! [`super::Db::checkpoint`], and at clean shutdown. A batch that finds the
+//! layers at [`BACKLOG_FACTOR`] times the byte budget waits for the
+//! checkpoint in progress (backpressure), so memory and recovery time stay
+//! bounded by configuration when the disk is slower than the commands.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redb::ReadableTable;
+
+use super::layer::{Layer, Slot};
+use super::memtable::PluginLayers;
+use super::read::Base;
+use super::wal::{APPLIED_KEY, CheckpointPolicy};
+use super::{DbInner, JOURNAL, META, PLUGINS, PluginRecord, STATE, StorageError, decode, redb_err};
+
+/// Layers this many times past `log_bytes_max` hold new batches back.
+pub(crate) const BACKLOG_FACTOR: u64 = 4;
+
+/// When checkpoints run, and the background thread that runs them.
+pub(crate) struct Schedule {
+    policy: CheckpointPolicy,
+    state: Mutex<State>,
+    wake: Condvar,
+    done: Condvar,
+    /// One checkpoint at a time.
+    running: Mutex<()>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct State {
+    /// Bytes written to the layers since the last checkpoint began.
+    pending: u64,
+    last: Instant,
+    stop: bool,
+    completed: u64,
+}
+
+impl Schedule {
+    pub(crate) fn new(policy: CheckpointPolicy) -> Self {
+        Self {
+            policy,
+            state: Mutex::new(State {
+                pending: 0,
+                last: Instant::now(),
+                stop: false,
+                completed: 0,
+            }),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            running: Mutex::new(()),
+            thread: Mutex::new(None),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checkpoints completed.
+    pub(crate) fn completed(&self) -> u64 {
+        self.state().completed
+    }
+
+    fn due(&self, state: &State) -> bool {
+        state.pending >= self.policy.log_bytes_max
+            || (state.pending > 0
+                && state.last.elapsed() >= Duration::from_millis(self.policy.interval_ms))
+    }
+
+    /// Counts bytes a batch added; wakes the thread when a checkpoint is
+    /// due, and waits while the backlog is past [`BACKLOG_FACTOR`] times
+    /// the budget (unless `poisoned` or stopping).
+    pub(crate) fn written(&self, bytes: u64, poisoned: impl Fn() -> bool) {
+        let mut state = self.state();
+        state.pending += bytes;
+        if state.pending >= self.policy.log_bytes_max {
+            self.wake.notify_one();
+        }
+        let backlog = self.policy.log_bytes_max.saturating_mul(BACKLOG_FACTOR);
+        while state.pending > backlog && !state.stop && !poisoned() {
+            state = self
+                .done
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Asks the thread to stop (does not wait).
+    pub(crate) fn stop(&self) {
+        self.state().stop = true;
+        self.wake.notify_all();
+        self.done.notify_all();
+    }
+
+    /// Stops the thread and waits for it (and any checkpoint it runs).
+    pub(crate) fn stop_and_join(&self) {
+        self.stop();
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.thread().id() != std::thread::current().id()
+            && handle.join().is_err()
+        {
+            tracing::error!("the checkpointer panicked");
+        }
+    }
+}
+
+/// Starts the background checkpointer of `db`. It holds the database only
+/// while a checkpoint runs.
+pub(crate) fn spawn(db: &Arc<DbInner>) -> std::io::Result<()> {
+    let weak: Weak<DbInner> = Arc::downgrade(db);
+    let schedule = db.schedule.clone();
+    let thread_schedule = schedule.clone();
+    let handle = std::thread::Builder::new()
+        .name("keel-checkpoint".into())
+        .spawn(move || background(&thread_schedule, &weak))?;
+    *schedule.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    Ok(())
+}
+
+fn background(schedule: &Schedule, db: &Weak<DbInner>) {
+    loop {
+        {
+            let mut state = schedule.state();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if schedule.due(&state) {
+                    break;
+                }
+                let interval = Duration::from_millis(schedule.policy.interval_ms);
+                let wait = interval
+                    .saturating_sub(state.last.elapsed())
+                    .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                state = schedule
+                    .wake
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        let Some(db) = db.upgrade() else { return };
+        if let Err(e) = run(&db) {
+            tracing::error!(error = %e, "a checkpoint failed; the database refuses writes until restarted");
+            // Poisoned: nothing more to write until a restart.
+            return;
+        }
+    }
+}
+
+/// Runs one checkpoint now (see the module docs).
+pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
+    let _one = db
+        .schedule
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if db.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(StorageError::Poisoned);
+    }
+    let started = {
+        let mut state = db.schedule.state();
+        let pending = state.pending;
+        state.last = Instant::now();
+        pending
+    };
+    // 1. Cut the log.
+    let cut = db.wal.as_ref().map(|wal| {
+        let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
+        wal.begin_checkpoint();
+        wal.next_record() - 1
+    });
+    // 2. Pin.
+    let pinned: Vec<(Arc<PluginLayers>, Vec<Arc<Layer>>)> = db
+        .all_layers()
+        .into_iter()
+        .map(|p| {
+            let layers = p.pin_for_checkpoint();
+            (p, layers)
+        })
+        .collect();
+    // 3. Write.
+    let written = write(&db.db, &pinned, cut).and_then(|()| Base::open(&db.db));
+    let base = match written {
+        Ok(base) => base,
+        Err(e) => {
+            db.poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
+            for (p, _) in &pinned {
+                p.unpin();
+            }
+            db.schedule.done.notify_all();
+            return Err(e);
+        }
+    };
+    // 4. Move the bases, drop the pinned layers, retire the log.
+    *db.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
+    for (p, _) in &pinned {
+        p.checkpointed(base.clone());
+    }
+    if let Some(wal) = &db.wal {
+        wal.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .end_checkpoint();
+    }
+    let mut state = db.schedule.state();
+    state.pending = state.pending.saturating_sub(started);
+    state.completed += 1;
+    drop(state);
+    db.schedule.done.notify_all();
+    Ok(())
+}
+
+fn write(
+    db: &redb::Database,
+    pinned: &[(Arc<PluginLayers>, Vec<Arc<Layer>>)],
+    cut: Option<u64>,
+) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(redb_err("begin checkpoint"))?;
+    {
+        let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
+        let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
+        let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
+        for (p, layers) in pinned {
+            // Each key once, the newest layer's value, in key order.
+            let mut rows: BTreeMap<&[u8], &Slot> = BTreeMap::new();
+            for layer in layers.iter().rev() {
+                for (k, v) in &layer.rows {
+                    rows.entry(k.as_slice()).or_insert(v);
+                }
+            }
+            for (k, v) in rows {
+                match v {
+                    Some(v) => {
+                        state
+                            .insert(k, v.as_ref())
+                            .map_err(redb_err("checkpoint put"))?;
+                    }
+                    None => {
+                        state.remove(k).map_err(redb_err("checkpoint remove"))?;
+                    }
+                }
+            }
+            for layer in layers {
+                for (sequence, entry) in &layer.journal {
+                    journal
+                        .insert((p.id(), *sequence), entry.as_ref())
+                        .map_err(redb_err("checkpoint journal"))?;
+                }
+            }
+            if let Some(bytes) = layers.iter().rev().find_map(|l| l.record.clone()) {
+                let record: PluginRecord = decode("plugin record", &bytes)?;
+                plugins
+                    .insert(record.name.as_str(), bytes.as_ref())
+                    .map_err(redb_err("checkpoint plugin"))?;
+            }
+        }
+        if let Some(r) = cut {
+            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+            meta.insert(APPLIED_KEY, r.to_le_bytes().as_slice())
+                .map_err(redb_err("write meta"))?;
+            // Read back what was written: a damaged marker must fail here,
+            // not at the next start.
+            let back = meta
+                .get(APPLIED_KEY)
+                .map_err(redb_err("read meta"))?
+                .map(|v| super::decode_applied(v.value()))
+                .transpose()?;
+            assert_eq!(back, Some(r), "meta.wal_applied reads back as written");
+        }
+    }
+    txn.commit().map_err(redb_err("commit checkpoint"))
+}
