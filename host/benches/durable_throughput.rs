@@ -5,8 +5,14 @@
 //! redb on its own (three rows, one durable transaction per command: the
 //! per-operation design Keel replaces), measured in the same run.
 //!
+//! Then the same command at 32 in flight (KEEL_BENCH_LOW_COMMANDS, default
+//! 20 000), for the acknowledgement latency a lightly loaded client sees,
+//! and the host's resident memory at the end.
+//!
 //! `cargo bench -p keel-host --bench durable_throughput`
-//! (commands: KEEL_BENCH_COMMANDS, in flight: KEEL_BENCH_IN_FLIGHT).
+//! (commands: KEEL_BENCH_COMMANDS, in flight: KEEL_BENCH_IN_FLIGHT;
+//! KEEL_BENCH_RANDOM_KEYS=1 spreads the ids over the key space instead of
+//! appending, so that state growth is measured on random keys).
 
 #[path = "stats.rs"]
 mod stats;
@@ -22,23 +28,31 @@ const A: TableDefinition<u64, u64> = TableDefinition::new("a");
 const B: TableDefinition<u64, u64> = TableDefinition::new("b");
 const C: TableDefinition<u64, &[u8]> = TableDefinition::new("c");
 
-fn main() {
-    let commands = env_usize("KEEL_BENCH_COMMANDS", 300_000);
-    let in_flight = env_usize("KEEL_BENCH_IN_FLIGHT", 4096);
-    let baseline_commands = env_usize("KEEL_BENCH_BASELINE_COMMANDS", 3_000);
+/// put3 bodies for ids `from..to` (spread over the key space if `random`).
+fn bodies(from: usize, to: usize, random: bool) -> Vec<Vec<u8>> {
+    (from..to)
+        .map(|i| {
+            let id = if random {
+                (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 12
+            } else {
+                i as u64
+            };
+            format!("{{\"put3\":{{\"id\":{id}}}}}").into_bytes()
+        })
+        .collect()
+}
 
-    // Keel: pipelined clients, group commit, immediate durability.
-    let t = TestHost::new();
-    t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
-        .unwrap();
-    let host = t.host();
-    let bodies: Vec<Vec<u8>> = (0..commands)
-        .map(|i| format!("{{\"put3\":{{\"id\":{i}}}}}").into_bytes())
-        .collect();
-    let mut latencies = Vec::with_capacity(commands);
+/// Submits `bodies` with at most `in_flight` waiting; returns the wall time
+/// and each command's submit→ack latency.
+fn pipelined(
+    host: &keel_host::Host,
+    bodies: &[Vec<u8>],
+    in_flight: usize,
+) -> (std::time::Duration, Vec<u64>) {
+    let mut latencies = Vec::with_capacity(bodies.len());
     let mut pending = VecDeque::with_capacity(in_flight);
     let start = Instant::now();
-    for body in &bodies {
+    for body in bodies {
         pending.push_back((
             Instant::now(),
             host.submit_pipelined("bench", body).unwrap(),
@@ -53,10 +67,40 @@ fn main() {
         rx.blocking_recv().unwrap().unwrap();
         latencies.push(sent.elapsed().as_nanos() as u64);
     }
-    let keel_elapsed = start.elapsed();
+    (start.elapsed(), latencies)
+}
+
+/// The process's resident set size in MiB, from /proc.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let commands = env_usize("KEEL_BENCH_COMMANDS", 300_000);
+    let in_flight = env_usize("KEEL_BENCH_IN_FLIGHT", 4096);
+    let low_commands = env_usize("KEEL_BENCH_LOW_COMMANDS", 20_000);
+    let baseline_commands = env_usize("KEEL_BENCH_BASELINE_COMMANDS", 3_000);
+    let random = env_usize("KEEL_BENCH_RANDOM_KEYS", 0) == 1;
+
+    // Keel: pipelined clients, group commit, immediate durability.
+    let t = TestHost::new();
+    t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
+        .unwrap();
+    let host = t.host();
+    let (keel_elapsed, latencies) = pipelined(host, &bodies(0, commands, random), in_flight);
     let keel_rate = per_second(commands, keel_elapsed);
     let keel = Latencies::new(latencies);
     let checkpoints = host.db().checkpoints();
+    let (low_elapsed, low_latencies) =
+        pipelined(host, &bodies(commands, commands + low_commands, random), 32);
+    let low_rate = per_second(low_commands, low_elapsed);
+    let low = Latencies::new(low_latencies);
+    let rss = rss_mib();
 
     // Baseline: one durable redb transaction per command, same three rows.
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +146,13 @@ fn main() {
     );
     println!(
         "{:<48} {:>12.0} {:>10.1} {:>10.1}",
+        "keel: same, 32 in flight",
+        low_rate,
+        low.p50_us(),
+        low.p99_us()
+    );
+    println!(
+        "{:<48} {:>12.0} {:>10.1} {:>10.1}",
         "native: one durable redb commit per command",
         base_rate,
         base.p50_us(),
@@ -112,7 +163,11 @@ fn main() {
         keel_elapsed.as_secs_f64()
     );
     println!(
-        "ratio keel / per-command commit: {:.1}x (goal >= 20x)",
+        "ratio keel / per-command commit: {:.1}x (goal >= 100x)",
         keel_rate / base_rate
+    );
+    println!(
+        "keel: {} keys resident, process RSS {rss:.0} MiB at the end",
+        3 * (commands + low_commands)
     );
 }

@@ -106,7 +106,7 @@ fn answer(
     request: &[u8],
     caller: Option<Arc<Caller>>,
 ) -> Result<Vec<u8>, HostError> {
-    let view = target.db.view(target.plugin_id);
+    let view = target.db.view(target.plugin_id)?;
     let module = active_module(target, &view)?;
     if instance
         .as_ref()

@@ -224,7 +224,7 @@ impl Sim {
                 direction,
                 done: false,
             };
-            let view = self.db().view(plugin);
+            let view = self.db().view(plugin).unwrap();
             let chunk = self.rng.random_range(1..5);
             let mut got = Vec::new();
             loop {

@@ -1,13 +1,13 @@
 //! A group commit: one plugin's batch of commands, executed against its
-//! in-memory active layer (see [`super::memtable`]), made durable by one
-//! write-ahead log record and handed back to the layers.
+//! resident in-memory state (see [`super::memtable`]), made durable by one
+//! write-ahead log record and handed back.
 //!
-//! Each command runs with an undo log: every write records what the active
-//! layer held for the key before, and a failed command (error, trap, out of
-//! fuel or memory) is rolled back by restoring those entries in reverse.
+//! Each command runs with an undo log: every write records the value it
+//! replaced, and a failed command (error, trap, out of fuel or memory) is
+//! rolled back by restoring those values in reverse.
 //! Committed state therefore only ever holds the effects of commands that
-//! succeeded. redb is not touched: the checkpointer writes the layers to
-//! it later, in the background.
+//! succeeded. redb is not touched: the checkpointer writes the changed
+//! rows to it later, in the background.
 //!
 //! With immediate durability the batch keeps a redo record of every row it
 //! writes (truncated with the undo log) and [`Batch::commit`] appends it,
@@ -21,28 +21,26 @@ use bytes::Bytes;
 
 use super::journal::{JournalEntry, encode_entry};
 use super::keys::state_key;
-use super::layer::{Layer, Slot};
-use super::memtable::PluginLayers;
-use super::read::{ReadView, ScanState, scan_chunk_in};
+use super::memtable::{PluginState, Resident};
+use super::read::{ScanState, get_in, scan_chunk_in};
 use super::wal::Redo;
 use super::{Db, PluginRecord, StorageError, encode};
 use crate::state_hash::StateHash;
 
-/// One undo record: the full state key and what the active layer held for
-/// it before the write (`None`: nothing).
+/// One undo record: the full state key and the value before the write.
 struct Undo {
     full_key: Vec<u8>,
-    before: Option<Slot>,
+    before: Option<Bytes>,
 }
 
 /// One plugin's group commit, with per-command rollback.
 pub struct Batch {
     db: Db,
-    layers: Arc<PluginLayers>,
-    /// The active layer, lent by `layers` until commit or abort.
-    active: Option<Layer>,
-    /// Everything below the active layer, as of the batch's start.
-    below: ReadView,
+    state: Arc<PluginState>,
+    /// The plugin's resident state, lent by `state` until commit or abort.
+    resident: Option<Resident>,
+    /// `resident.written`'s length at the batch's start.
+    written_at_start: usize,
     /// Every write of the batch, oldest first; the current command's start
     /// at `command_start`.
     undo: Vec<Undo>,
@@ -60,13 +58,13 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(db: Db, layers: Arc<PluginLayers>, logged: bool) -> Self {
-        let (active, below) = layers.take_active();
+    pub(crate) fn new(db: Db, state: Arc<PluginState>, logged: bool) -> Self {
+        let resident = state.take();
         Self {
             db,
-            layers,
-            active: Some(active),
-            below,
+            state,
+            written_at_start: resident.written.len(),
+            resident: Some(resident),
             undo: Vec::new(),
             command_start: 0,
             hash: StateHash::EMPTY,
@@ -80,10 +78,10 @@ impl Batch {
         }
     }
 
-    fn active(&mut self) -> &mut Layer {
-        self.active
+    fn resident(&mut self) -> &mut Resident {
+        self.resident
             .as_mut()
-            .expect("the active layer is lent until commit")
+            .expect("the resident state is lent until commit")
     }
 
     fn mark_command_start(&mut self) {
@@ -119,9 +117,16 @@ impl Batch {
     /// Undoes every write since `mark` (newest first).
     fn undo_to(&mut self, mark: usize) {
         let undo = self.undo.split_off(mark);
-        let active = self.active.as_mut().expect("lent until commit");
+        let rows = &mut self.resident.as_mut().expect("lent until commit").rows;
         for u in undo.into_iter().rev() {
-            active.restore_row(u.full_key, u.before);
+            match u.before {
+                Some(v) => {
+                    rows.insert(u.full_key, v);
+                }
+                None => {
+                    rows.remove(u.full_key.as_slice());
+                }
+            }
         }
     }
 
@@ -140,13 +145,6 @@ impl Batch {
         self.written_bytes
     }
 
-    fn get_full(&self, full_key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        match self.active.as_ref().and_then(|a| a.rows.get(full_key)) {
-            Some(slot) => Ok(slot.clone()),
-            None => self.below.get_full(full_key),
-        }
-    }
-
     /// Reads a plugin key, seeing this batch's writes.
     pub fn get(
         &mut self,
@@ -154,9 +152,12 @@ impl Batch {
         table: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .get_full(&state_key(plugin_id, table, key))?
-            .map(|v| v.to_vec()))
+        Ok(get_in(
+            &self.resident.as_ref().expect("lent until commit").rows,
+            plugin_id,
+            table,
+            key,
+        ))
     }
 
     /// Writes (`Some`) or removes (`None`) a plugin key; returns whether a
@@ -169,7 +170,16 @@ impl Batch {
         value: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
         let full_key = state_key(plugin_id, table, key);
-        let old = self.get_full(&full_key)?;
+        let bytes = full_key.len() + value.map_or(0, <[u8]>::len);
+        let resident = self.resident.as_mut().expect("lent until commit");
+        let old = match value {
+            Some(v) => resident
+                .rows
+                .insert(full_key.clone(), Bytes::copy_from_slice(v)),
+            None => resident.rows.remove(full_key.as_slice()),
+        };
+        resident.written.push(full_key.clone());
+        resident.written_bytes += bytes;
         if let Some(old) = &old {
             self.hash.remove(table, key, old);
         }
@@ -179,15 +189,16 @@ impl Batch {
         } else {
             self.written_bytes += key.len() as u64;
         }
-        self.batch_bytes += (full_key.len() + value.map_or(0, <[u8]>::len)) as u64;
+        self.batch_bytes += bytes as u64;
         if let Some(redo) = &mut self.redo {
             redo.state(&full_key, value);
         }
-        let before = self
-            .active()
-            .put_row(full_key.clone(), value.map(Bytes::copy_from_slice));
-        self.undo.push(Undo { full_key, before });
-        Ok(old.is_some())
+        let existed = old.is_some();
+        self.undo.push(Undo {
+            full_key,
+            before: old,
+        });
+        Ok(existed)
     }
 
     /// The next chunk of a scan, seeing this batch's writes.
@@ -197,13 +208,12 @@ impl Batch {
         scan: &mut ScanState,
         max_entries: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        scan_chunk_in(
-            self.active.as_ref(),
-            &self.below,
+        Ok(scan_chunk_in(
+            &self.resident.as_ref().expect("lent until commit").rows,
             plugin_id,
             scan,
             max_entries,
-        )
+        ))
     }
 
     /// Queues a journal entry; it is written with the batch.
@@ -242,39 +252,42 @@ impl Batch {
         }
         let journal = std::mem::take(&mut self.journal);
         let record = self.record.take();
-        let active = self.active();
+        let resident = self.resident();
         for (sequence, entry) in journal {
-            active.journal.insert(sequence, entry);
+            resident.journal.insert(sequence, entry);
         }
         if record.is_some() {
-            active.record = record;
+            resident.record = record;
         }
-        let layer = self.active.take().expect("lent until commit");
-        self.layers.return_active(layer);
+        let resident = self.resident.take().expect("lent until commit");
+        self.state.give_back(resident);
         self.db.written(self.batch_bytes);
         Ok(())
     }
 
     /// Discards everything in the batch.
     pub fn abort(mut self) {
-        self.undo_to(0);
-        if let Some(layer) = self.active.take() {
-            self.layers.return_active(layer);
+        self.give_back_undone();
+    }
+
+    /// Undoes every write of the batch and gives the state back.
+    fn give_back_undone(&mut self) {
+        if self.resident.is_none() {
+            return;
         }
+        self.undo_to(0);
+        let mut resident = self.resident.take().expect("checked above");
+        resident.written.truncate(self.written_at_start);
+        self.state.give_back(resident);
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
         // A batch dropped without commit or abort (a panic unwinding, a
-        // halted actor) still returns the layer, with its writes undone,
+        // halted actor) still gives the state back, with its writes undone,
         // so that readers and the checkpointer are not left waiting.
-        if self.active.is_some() {
-            self.undo_to(0);
-            if let Some(layer) = self.active.take() {
-                self.layers.return_active(layer);
-            }
-        }
+        self.give_back_undone();
     }
 }
 

@@ -4,42 +4,42 @@
 //! A checkpoint
 //! 1. cuts the log: `R` is the last record appended so far, and later
 //!    records go to a new segment;
-//! 2. pins every plugin's layers (each plugin waits at most until its batch
-//!    in progress ends, then its active layer is frozen — an O(1) move);
-//!    every record up to `R` is in a pinned layer, since a batch's layer
-//!    is returned only after its record is appended;
-//! 3. writes the pinned rows — each key once, in key order, however often
-//!    it was written — with the journal entries and plugin records, and
-//!    `meta.wal_applied = R`, in one durable redb commit, on this thread,
-//!    while every plugin keeps executing;
-//! 4. moves each plugin's base to a redb snapshot holding what it wrote,
-//!    drops the pinned layers, and deletes the log segments up to `R`.
+//! 2. pins every plugin (each waits at most until its batch in progress
+//!    ends): an O(1) snapshot of its rows, the keys written since the last
+//!    checkpoint, its journal entries and record not yet in redb; every
+//!    record up to `R` is in a pin, since a batch gives its state back only
+//!    after its record is appended;
+//! 3. writes each written key's value from the snapshot (or removes it) —
+//!    once, in key order, however often it was written — with the journal
+//!    entries, plugin records and `meta.wal_applied = R`, in one durable
+//!    redb commit, on this thread, while every plugin keeps executing;
+//! 4. forgets the journal entries it wrote, moves each plugin's redb
+//!    snapshot forward, and deletes the log segments up to `R`.
 //!
-//! Pinned layers may also hold batches logged after `R`; recovery applies
-//! records after `R` again, and since records hold absolute rows, applying
-//! them over a state that already has some of them ends in the same state.
+//! A pin may also hold batches logged after `R`; recovery applies records
+//! after `R` again, and since records hold absolute rows, applying them
+//! over a state that already has some of them ends in the same state.
 //!
-//! It runs when the layers hold [`CheckpointPolicy::log_bytes_max`] bytes,
+//! It runs when [`CheckpointPolicy::log_bytes_max`] bytes were written,
 //! or some bytes and [`CheckpointPolicy::interval_ms`] has passed, on
-//! [`super::Db::checkpoint`], and at clean shutdown. A batch that finds the
-//! layers at [`BACKLOG_FACTOR`] times the byte budget waits for the
+//! [`super::Db::checkpoint`], and at clean shutdown. A batch that finds
+//! [`BACKLOG_FACTOR`] times the byte budget unwritten waits for the
 //! checkpoint in progress (backpressure), so memory and recovery time stay
 //! bounded by configuration when the disk is slower than the commands.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 
-use super::layer::{Layer, Slot};
-use super::memtable::PluginLayers;
+use super::memtable::Pinned;
 use super::read::Base;
 use super::wal::{APPLIED_KEY, CheckpointPolicy};
 use super::{DbInner, JOURNAL, META, PLUGINS, PluginRecord, STATE, StorageError, decode, redb_err};
 
-/// Layers this many times past `log_bytes_max` hold new batches back.
+/// Unwritten bytes this many times past `log_bytes_max` hold new batches
+/// back.
 pub(crate) const BACKLOG_FACTOR: u64 = 4;
 
 /// When checkpoints run, and the background thread that runs them.
@@ -54,7 +54,7 @@ pub(crate) struct Schedule {
 }
 
 struct State {
-    /// Bytes written to the layers since the last checkpoint began.
+    /// Bytes written in memory since the last checkpoint began.
     pending: u64,
     last: Instant,
     stop: bool,
@@ -199,14 +199,8 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
         wal.next_record() - 1
     });
     // 2. Pin.
-    let pinned: Vec<(Arc<PluginLayers>, Vec<Arc<Layer>>)> = db
-        .all_layers()
-        .into_iter()
-        .map(|p| {
-            let layers = p.pin_for_checkpoint();
-            (p, layers)
-        })
-        .collect();
+    let states = db.all_states();
+    let pinned: Vec<Pinned> = states.iter().map(|p| p.pin()).collect();
     // 3. Write.
     let written = write(&db.db, &pinned, cut).and_then(|()| Base::open(&db.db));
     let base = match written {
@@ -214,17 +208,17 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
         Err(e) => {
             db.poisoned
                 .store(true, std::sync::atomic::Ordering::Release);
-            for (p, _) in &pinned {
-                p.unpin();
+            for (state, pin) in states.iter().zip(pinned) {
+                state.unpin(pin);
             }
             db.schedule.done.notify_all();
             return Err(e);
         }
     };
-    // 4. Move the bases, drop the pinned layers, retire the log.
+    // 4. Forget what redb holds now, retire the log.
     *db.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
-    for (p, _) in &pinned {
-        p.checkpointed(base.clone());
+    for (state, pin) in states.iter().zip(&pinned) {
+        state.checkpointed(pin, base.clone());
     }
     if let Some(wal) = &db.wal {
         wal.lock()
@@ -239,26 +233,19 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn write(
-    db: &redb::Database,
-    pinned: &[(Arc<PluginLayers>, Vec<Arc<Layer>>)],
-    cut: Option<u64>,
-) -> Result<(), StorageError> {
+fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(), StorageError> {
     let txn = db.begin_write().map_err(redb_err("begin checkpoint"))?;
     {
         let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
         let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
         let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
-        for (p, layers) in pinned {
-            // Each key once, the newest layer's value, in key order.
-            let mut rows: BTreeMap<&[u8], &Slot> = BTreeMap::new();
-            for layer in layers.iter().rev() {
-                for (k, v) in &layer.rows {
-                    rows.entry(k.as_slice()).or_insert(v);
-                }
-            }
-            for (k, v) in rows {
-                match v {
+        for pin in pinned {
+            // Each key once, its value now, in key order.
+            let mut keys: Vec<&[u8]> = pin.keys.iter().map(Vec::as_slice).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for k in keys {
+                match pin.rows.get(k) {
                     Some(v) => {
                         state
                             .insert(k, v.as_ref())
@@ -269,15 +256,13 @@ fn write(
                     }
                 }
             }
-            for layer in layers {
-                for (sequence, entry) in &layer.journal {
-                    journal
-                        .insert((p.id(), *sequence), entry.as_ref())
-                        .map_err(redb_err("checkpoint journal"))?;
-                }
+            for (sequence, entry) in &pin.journal {
+                journal
+                    .insert((pin.plugin_id, *sequence), entry.as_ref())
+                    .map_err(redb_err("checkpoint journal"))?;
             }
-            if let Some(bytes) = layers.iter().rev().find_map(|l| l.record.clone()) {
-                let record: PluginRecord = decode("plugin record", &bytes)?;
+            if let Some(bytes) = &pin.record {
+                let record: PluginRecord = decode("plugin record", bytes)?;
                 plugins
                     .insert(record.name.as_str(), bytes.as_ref())
                     .map_err(redb_err("checkpoint plugin"))?;

@@ -1,31 +1,65 @@
-//! One plugin's in-memory state: the active layer (lent to the batch that
-//! runs now), the frozen layers (shared with readers and the
-//! checkpointer) and the redb snapshot they sit on. See [`super::layer`].
+//! One plugin's state in memory: every row of the plugin in an ordered
+//! persistent map (`imbl::OrdMap`: a B-tree whose clones share structure,
+//! so a snapshot costs O(1) and the next write copies only the nodes on
+//! its path), the keys written since the last checkpoint, and the journal
+//! entries and plugin record not yet in redb.
 //!
 //! Who touches it, and how long they wait:
-//! - the plugin's batch takes the active layer at its start and returns it
-//!   at its end ([`PluginLayers::take_active`], [`PluginLayers::return_active`]);
+//! - the plugin's batch takes the resident state at its start and returns
+//!   it at its end ([`PluginState::take`], [`PluginState::give_back`]):
+//!   writes go straight into the map (a removal removes — no tombstones
+//!   for scans to skip), with an undo log;
 //! - a reader (a query, a journal read) waits at most for the batch in
-//!   progress to return the active layer, then freezes it (an O(1) move)
-//!   and reads the frozen stack without holding any lock;
-//! - the checkpointer freezes the same way, *pins* the frozen layers it
-//!   writes to redb, and after its durable commit drops them and moves the
-//!   base to a redb snapshot that holds them.
+//!   progress, then clones the map (O(1)) and reads without any lock;
+//! - the checkpointer does the same, takes the written keys, writes their
+//!   values from its snapshot to redb, and then forgets the journal
+//!   entries it wrote.
 //!
 //! No lock is held while plugin code runs, and no plugin waits for
-//! another plugin's batch.
+//! another plugin's batch. The whole state of a plugin lives in memory
+//! (loaded from redb when the plugin is first used); redb is its durable
+//! copy.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::layer::Layer;
+use bytes::Bytes;
+
 use super::read::{Base, ReadView};
+use super::{StorageError, keys::plugin_end};
 
-/// Frozen layers beyond which the two newest unpinned ones are merged, so
-/// that a point read checks a bounded number of maps.
-const FROZEN_LAYERS_MAX: usize = 6;
+/// A plugin's rows: full state key → value.
+pub(crate) type Rows = imbl::OrdMap<Vec<u8>, Bytes>;
 
-/// One plugin's layers over redb.
-pub(crate) struct PluginLayers {
+/// Journal entries by sequence (encoded, see [`super::journal`]).
+pub(crate) type Journal = imbl::OrdMap<u64, Bytes>;
+
+/// The state a batch works on.
+pub(crate) struct Resident {
+    /// Every row of the plugin.
+    pub(crate) rows: Rows,
+    /// Keys written since the last checkpoint took them (duplicates and
+    /// keys whose write was undone are harmless: the checkpoint writes the
+    /// current value).
+    pub(crate) written: Vec<Vec<u8>>,
+    /// Journal entries not yet in redb.
+    pub(crate) journal: Journal,
+    /// The plugin record (bincode), if changed since redb got it.
+    pub(crate) record: Option<Bytes>,
+    /// Bytes of keys and values written since the last checkpoint.
+    pub(crate) written_bytes: usize,
+}
+
+/// What a checkpoint writes of one plugin.
+pub(crate) struct Pinned {
+    pub(crate) plugin_id: u32,
+    pub(crate) rows: Rows,
+    pub(crate) keys: Vec<Vec<u8>>,
+    pub(crate) journal: Journal,
+    pub(crate) record: Option<Bytes>,
+}
+
+/// One plugin's resident state.
+pub(crate) struct PluginState {
     id: u32,
     inner: Mutex<Inner>,
     returned: Condvar,
@@ -33,87 +67,59 @@ pub(crate) struct PluginLayers {
 
 struct Inner {
     /// `None` while a batch holds it.
-    active: Option<Layer>,
-    /// Oldest first.
-    frozen: Vec<Arc<Layer>>,
-    /// The first `pinned` frozen layers are being written by a checkpoint:
-    /// they are not merged with later ones.
-    pinned: usize,
+    resident: Option<Resident>,
+    /// The redb snapshot the journal and record fall back to.
     base: Arc<Base>,
 }
 
-impl Inner {
-    /// Moves a non-empty active layer onto the frozen stack, merging the
-    /// newest unpinned layers while there are too many.
-    fn freeze(&mut self) {
-        let active = self.active.as_mut().expect("freeze needs the active layer");
-        if active.is_empty() {
-            return;
-        }
-        self.frozen.push(Arc::new(std::mem::take(active)));
-        while self.frozen.len() > FROZEN_LAYERS_MAX && self.frozen.len() - self.pinned >= 2 {
-            let newer = self.frozen.pop().expect("two layers");
-            let older = self.frozen.pop().expect("two layers");
-            // In place when no reader holds the older layer any more.
-            let mut merged = Arc::try_unwrap(older).unwrap_or_else(|shared| (*shared).clone());
-            merged.absorb(&newer);
-            self.frozen.push(Arc::new(merged));
-        }
-    }
-
-    fn view(&self, plugin_id: u32) -> ReadView {
-        ReadView::new(
-            plugin_id,
-            self.frozen.iter().rev().cloned().collect(),
-            self.base.clone(),
-        )
-    }
-}
-
-impl PluginLayers {
-    pub(crate) fn new(id: u32, base: Arc<Base>) -> Self {
-        Self {
+impl PluginState {
+    /// Loads the plugin's rows from `base` (redb's checkpointed state,
+    /// after recovery).
+    pub(crate) fn load(id: u32, base: Arc<Base>) -> Result<Self, StorageError> {
+        let start = id.to_be_bytes().to_vec();
+        let rows: Rows = base
+            .rows_between(&start, &plugin_end(id))?
+            .into_iter()
+            .collect();
+        Ok(Self {
             id,
             inner: Mutex::new(Inner {
-                active: Some(Layer::default()),
-                frozen: Vec::new(),
-                pinned: 0,
+                resident: Some(Resident {
+                    rows,
+                    written: Vec::new(),
+                    journal: Journal::new(),
+                    record: None,
+                    written_bytes: 0,
+                }),
                 base,
             }),
             returned: Condvar::new(),
-        }
-    }
-
-    /// The plugin's id.
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until no batch holds the active layer.
+    /// Waits until no batch holds the resident state.
     fn lock_idle(&self) -> MutexGuard<'_, Inner> {
         let mut inner = self.lock();
-        while inner.active.is_none() {
+        while inner.resident.is_none() {
             inner = self.returned.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
         inner
     }
 
-    /// Lends the active layer to a batch, with a view of everything below it.
-    pub(crate) fn take_active(&self) -> (Layer, ReadView) {
-        let mut inner = self.lock_idle();
-        let active = inner.active.take().expect("idle");
-        (active, inner.view(self.id))
+    /// Lends the resident state to a batch.
+    pub(crate) fn take(&self) -> Resident {
+        self.lock_idle().resident.take().expect("idle")
     }
 
-    /// Takes the active layer back from a batch.
-    pub(crate) fn return_active(&self, layer: Layer) {
+    /// Takes the resident state back from a batch.
+    pub(crate) fn give_back(&self, resident: Resident) {
         let mut inner = self.lock();
-        debug_assert!(inner.active.is_none(), "one batch at a time");
-        inner.active = Some(layer);
+        debug_assert!(inner.resident.is_none(), "one batch at a time");
+        inner.resident = Some(resident);
         drop(inner);
         self.returned.notify_all();
     }
@@ -121,42 +127,69 @@ impl PluginLayers {
     /// A consistent view of everything committed (waits for the batch in
     /// progress, if any).
     pub(crate) fn view(&self) -> ReadView {
-        let mut inner = self.lock_idle();
-        inner.freeze();
-        inner.view(self.id)
-    }
-
-    /// Freezes the active layer and pins every frozen layer for a
-    /// checkpoint; returns them, oldest first.
-    pub(crate) fn pin_for_checkpoint(&self) -> Vec<Arc<Layer>> {
-        let mut inner = self.lock_idle();
-        inner.freeze();
-        inner.pinned = inner.frozen.len();
-        inner.frozen.clone()
-    }
-
-    /// After a checkpoint's durable commit: drops the pinned layers, which
-    /// `base` now holds.
-    pub(crate) fn checkpointed(&self, base: Arc<Base>) {
-        let mut inner = self.lock();
-        let pinned = inner.pinned;
-        inner.frozen.drain(..pinned);
-        inner.pinned = 0;
-        inner.base = base;
-    }
-
-    /// After a failed checkpoint: the pinned layers stay, unpinned.
-    pub(crate) fn unpin(&self) {
-        self.lock().pinned = 0;
-    }
-
-    /// Frozen layers and rows held in memory, for status.
-    pub(crate) fn memory(&self) -> (usize, usize) {
-        let inner = self.lock();
-        let active = inner.active.as_ref().map_or(0, |l| l.bytes);
-        (
-            inner.frozen.len(),
-            active + inner.frozen.iter().map(|l| l.bytes).sum::<usize>(),
+        let inner = self.lock_idle();
+        let r = inner.resident.as_ref().expect("idle");
+        ReadView::new(
+            self.id,
+            r.rows.clone(),
+            r.journal.clone(),
+            r.record.clone(),
+            inner.base.clone(),
         )
+    }
+
+    /// Takes what a checkpoint must write: a snapshot of the rows, the
+    /// keys written since the last checkpoint, the journal entries and the
+    /// record not yet in redb.
+    pub(crate) fn pin(&self) -> Pinned {
+        let mut inner = self.lock_idle();
+        let r = inner.resident.as_mut().expect("idle");
+        r.written_bytes = 0;
+        Pinned {
+            plugin_id: self.id,
+            rows: r.rows.clone(),
+            keys: std::mem::take(&mut r.written),
+            journal: r.journal.clone(),
+            record: r.record.clone(),
+        }
+    }
+
+    /// After a checkpoint's durable commit: forgets the journal entries and
+    /// the record it wrote (redb at `base` holds them now).
+    pub(crate) fn checkpointed(&self, pinned: &Pinned, base: Arc<Base>) {
+        let mut inner = self.lock();
+        inner.base = base;
+        if let Some(r) = inner.resident.as_mut() {
+            forget(r, pinned);
+        } else {
+            // A batch holds it: it is given back with the pinned entries
+            // still in; forgetting them later is as good (they are in redb
+            // and identical). Readers and the next checkpoint see them in
+            // memory, which is consistent.
+        }
+    }
+
+    /// After a failed checkpoint: the keys it took are written next time.
+    pub(crate) fn unpin(&self, pinned: Pinned) {
+        let mut inner = self.lock_idle();
+        let r = inner.resident.as_mut().expect("idle");
+        r.written.extend(pinned.keys);
+    }
+
+    /// Rows held, and bytes written since the last checkpoint (for status).
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        let inner = self.lock_idle();
+        let r = inner.resident.as_ref().expect("idle");
+        (r.rows.len(), r.written_bytes)
+    }
+}
+
+/// Drops from `r` the journal entries and record `pinned` wrote.
+fn forget(r: &mut Resident, pinned: &Pinned) {
+    if let Some((last, _)) = pinned.journal.get_max() {
+        r.journal = r.journal.split(last).1;
+    }
+    if r.record == pinned.record {
+        r.record = None;
     }
 }

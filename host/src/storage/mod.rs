@@ -18,7 +18,6 @@ pub mod batch;
 mod checkpoint;
 pub mod journal;
 mod keys;
-mod layer;
 mod memtable;
 pub mod read;
 pub mod wal;
@@ -185,9 +184,9 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<PluginRecord, StorageError> 
 }
 
 /// The database: state, journal, plugin records and modules in one redb
-/// file, with each plugin's recent writes held in memory (see
-/// [`memtable`]) until the background checkpointer (see [`checkpoint`])
-/// writes them to redb.
+/// file; each plugin's state resident in memory (see [`memtable`]), its
+/// changes made durable by the write-ahead log and written to redb by the
+/// background checkpointer (see [`checkpoint`]).
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<DbInner>,
@@ -201,8 +200,8 @@ pub(crate) struct DbInner {
     wal: Option<Mutex<wal::Wal>>,
     /// Log records applied at open.
     recovered: u64,
-    /// Each plugin's layers, by plugin id, created on first use.
-    layers: Mutex<HashMap<u32, Arc<memtable::PluginLayers>>>,
+    /// Each plugin's resident state, by plugin id, loaded on first use.
+    states: Mutex<HashMap<u32, Arc<memtable::PluginState>>>,
     /// The newest redb snapshot (what the last checkpoint wrote).
     base: Mutex<Arc<read::Base>>,
     schedule: Arc<checkpoint::Schedule>,
@@ -214,9 +213,9 @@ impl DbInner {
         self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Every plugin's layers.
-    fn all_layers(&self) -> Vec<Arc<memtable::PluginLayers>> {
-        self.layers
+    /// Every loaded plugin state.
+    fn all_states(&self) -> Vec<Arc<memtable::PluginState>> {
+        self.states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
@@ -287,7 +286,7 @@ impl Db {
             poisoned: AtomicBool::new(false),
             wal,
             recovered,
-            layers: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
             base: Mutex::new(base),
             schedule: Arc::new(checkpoint::Schedule::new(policy)),
         });
@@ -305,7 +304,7 @@ impl Db {
         self.inner.recovered
     }
 
-    /// Checkpoints (durable redb commits of the in-memory layers, retiring
+    /// Checkpoints (durable redb commits of the rows written in memory, retiring
     /// the write-ahead log) since the database was opened.
     pub fn checkpoints(&self) -> u64 {
         self.inner.schedule.completed()
@@ -319,7 +318,7 @@ impl Db {
             .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Writes every plugin's in-memory layers to redb in one durable commit
+    /// Writes every plugin's changed rows to redb in one durable commit
     /// and deletes the write-ahead log before it (also done in the
     /// background by policy). Call on clean shutdown so that the next start
     /// has nothing to recover.
@@ -338,15 +337,18 @@ impl Db {
         self.inner.durability
     }
 
-    fn plugin_layers(&self, plugin_id: u32) -> Arc<memtable::PluginLayers> {
-        let mut layers = self.inner.layers.lock().unwrap_or_else(|p| p.into_inner());
-        layers
-            .entry(plugin_id)
-            .or_insert_with(|| {
-                let base = self.inner.current_base();
-                Arc::new(memtable::PluginLayers::new(plugin_id, base))
-            })
-            .clone()
+    /// The resident state of `plugin_id`, loaded from redb on first use.
+    fn plugin_state(&self, plugin_id: u32) -> Result<Arc<memtable::PluginState>, StorageError> {
+        let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = states.get(&plugin_id) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(memtable::PluginState::load(
+            plugin_id,
+            self.inner.current_base(),
+        )?);
+        states.insert(plugin_id, state.clone());
+        Ok(state)
     }
 
     /// Starts one group commit of `plugin_id` (waits while another batch of
@@ -357,7 +359,7 @@ impl Db {
         }
         Ok(Batch::new(
             self.clone(),
-            self.plugin_layers(plugin_id),
+            self.plugin_state(plugin_id)?,
             self.inner.wal.is_some(),
         ))
     }
@@ -374,7 +376,7 @@ impl Db {
     }
 
     /// Counts bytes a batch added to memory; wakes the checkpointer when a
-    /// checkpoint falls due and holds the caller back while the layers are
+    /// checkpoint falls due and holds the caller back while the changes are
     /// far past the policy (the checkpointer is behind).
     pub(crate) fn written(&self, bytes: u64) {
         self.inner
@@ -388,38 +390,34 @@ impl Db {
 
     /// A consistent read-only view of one plugin's committed state (waits
     /// for the plugin's batch in progress, if any).
-    pub fn view(&self, plugin_id: u32) -> ReadView {
-        self.plugin_layers(plugin_id).view()
+    pub fn view(&self, plugin_id: u32) -> Result<ReadView, StorageError> {
+        Ok(self.plugin_state(plugin_id)?.view())
     }
 
-    /// Bytes the plugins' in-memory layers hold, and the number of frozen
-    /// layers, summed over plugins.
+    /// Rows resident in memory, and bytes written since the last
+    /// checkpoint, summed over plugins.
     pub fn memory(&self) -> (usize, usize) {
-        self.inner.all_layers().iter().fold((0, 0), |(b, f), l| {
-            let (frozen, bytes) = l.memory();
-            (b + bytes, f + frozen)
+        self.inner.all_states().iter().fold((0, 0), |(r, w), s| {
+            let (rows, written) = s.memory();
+            (r + rows, w + written)
         })
     }
 
     /// Every plugin record, by name, as of the last committed batch.
     pub fn plugins(&self) -> Result<Vec<PluginRecord>, StorageError> {
-        let base = self.inner.current_base();
-        let mut by_name: BTreeMap<String, PluginRecord> = BTreeMap::new();
-        for (name, bytes) in base.plugin_records()? {
-            by_name.insert(
-                name.clone(),
-                decode(&format!("plugin record {name}"), &bytes)?,
-            );
-        }
-        let layers = self.inner.all_layers();
-        for layers in layers {
-            let view = layers.view();
-            if let Some(bytes) = view.layered_record() {
-                let record: PluginRecord = decode("plugin record", &bytes)?;
-                by_name.insert(record.name.clone(), record);
+        // Each loaded plugin is read through one view (its record in memory
+        // or the redb snapshot beside it), so that a checkpoint finishing
+        // meanwhile cannot make an older record win.
+        let mut by_id: BTreeMap<u32, PluginRecord> = BTreeMap::new();
+        for state in self.inner.all_states() {
+            if let Some(record) = state.view().record()? {
+                by_id.insert(record.id, record);
             }
         }
-        Ok(by_name.into_values().collect())
+        for (id, record) in self.inner.current_base().records()? {
+            by_id.entry(id).or_insert(record);
+        }
+        Ok(by_id.into_values().collect())
     }
 
     /// The component bytes stored under `hash`.
@@ -466,7 +464,7 @@ impl Db {
         from: u64,
         to: u64,
     ) -> Result<Vec<JournalEntry>, StorageError> {
-        self.view(plugin_id).journal(from, to)
+        self.view(plugin_id)?.journal(from, to)
     }
 
     /// Every (table, key) → value of a plugin, for tests and dumps.
@@ -474,7 +472,7 @@ impl Db {
         &self,
         plugin_id: u32,
     ) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
-        self.view(plugin_id).dump()
+        self.view(plugin_id)?.dump()
     }
 }
 

@@ -1,6 +1,6 @@
-//! Reading plugin state through its layers: point reads and chunked range
-//! scans that merge the in-memory layers with redb's checkpointed rows,
-//! shared by the write batch and read-only views.
+//! Reading plugin state: point reads and chunked range scans over a
+//! plugin's resident rows, shared by the write batch and read-only views;
+//! and the redb snapshot the journal and plugin records fall back to.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -11,8 +11,8 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::journal::{JournalEntry, decode_entry};
 use super::keys::{plugin_end, split_state_key, state_key, table_end, table_prefix};
-use super::layer::{Layer, Source, layer_source, merge};
-use super::{JOURNAL, PLUGINS, STATE, StorageError, redb_err};
+use super::memtable::{Journal, Rows};
+use super::{JOURNAL, PLUGINS, PluginRecord, STATE, StorageError, decode, redb_err};
 use crate::limits::SCAN_CHUNK_BYTES_MAX;
 
 /// Direction of a scan.
@@ -25,8 +25,8 @@ pub enum ScanDirection {
 }
 
 /// A scan position owned by the caller: bounds on plugin keys (not full
-/// keys). Each chunk re-seeks from these bounds, so no redb iterator is
-/// held between calls.
+/// keys). Each chunk re-seeks from these bounds, so no iterator is held
+/// between calls.
 #[derive(Debug, Clone)]
 pub struct ScanState {
     /// The plugin's table.
@@ -41,17 +41,22 @@ pub struct ScanState {
     pub done: bool,
 }
 
-/// Returns the next chunk of `scan` (at most `max_entries`, stopping once
-/// past [`SCAN_CHUNK_BYTES_MAX`]) and advances its bounds.
+/// Reads one plugin key from `rows`.
+pub(crate) fn get_in(rows: &Rows, plugin_id: u32, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+    rows.get(state_key(plugin_id, table, key).as_slice())
+        .map(|v| v.to_vec())
+}
+
+/// Returns the next chunk of `scan` over `rows` (at most `max_entries`,
+/// stopping once past [`SCAN_CHUNK_BYTES_MAX`]) and advances its bounds.
 pub(crate) fn scan_chunk_in(
-    active: Option<&Layer>,
-    view: &ReadView,
+    rows: &Rows,
     plugin_id: u32,
     scan: &mut ScanState,
     max_entries: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     if scan.done {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let full = |b: &Bound<Vec<u8>>, unbounded: Vec<u8>, inclusive_unbounded: bool| match b {
         Bound::Included(k) => Bound::Included(state_key(plugin_id, &scan.table, k)),
@@ -71,33 +76,38 @@ pub(crate) fn scan_chunk_in(
     };
     if empty {
         scan.done = true;
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let bounds = (
+    let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (
         lower.as_ref().map(|v| v.as_slice()),
         upper.as_ref().map(|v| v.as_slice()),
     );
-    let forward = scan.direction == ScanDirection::Forward;
     let prefix_len = table_prefix(plugin_id, &scan.table).len();
-    let mut sources: Vec<Source<'_>> = Vec::with_capacity(view.layers.len() + 2);
-    if let Some(active) = active {
-        sources.push(layer_source(active, bounds, forward));
-    }
-    for layer in &view.layers {
-        sources.push(layer_source(layer, bounds, forward));
-    }
-    sources.push(view.base.state_source(bounds, forward)?);
+    let range = rows.range::<_, [u8]>(bounds);
+    let mut out = Vec::new();
     let mut bytes = 0usize;
-    let mut count = 0usize;
-    let rows = merge(sources, forward, |k, v| {
-        count += 1;
-        bytes += k.len() - prefix_len + v.len();
-        count < max_entries && bytes < SCAN_CHUNK_BYTES_MAX
-    })?;
-    let out: Vec<(Vec<u8>, Vec<u8>)> = rows
-        .into_iter()
-        .map(|(k, v)| (k[prefix_len..].to_vec(), v.to_vec()))
-        .collect();
+    let mut push = |(k, v): (&Vec<u8>, &Bytes)| {
+        let key = k[prefix_len..].to_vec();
+        bytes += key.len() + v.len();
+        out.push((key, v.to_vec()));
+        out.len() < max_entries && bytes < SCAN_CHUNK_BYTES_MAX
+    };
+    match scan.direction {
+        ScanDirection::Forward => {
+            for row in range {
+                if !push(row) {
+                    break;
+                }
+            }
+        }
+        ScanDirection::Backward => {
+            for row in range.rev() {
+                if !push(row) {
+                    break;
+                }
+            }
+        }
+    }
     match out.last() {
         None => scan.done = true,
         Some((last, _)) => match scan.direction {
@@ -105,10 +115,10 @@ pub(crate) fn scan_chunk_in(
             ScanDirection::Backward => scan.upper = Bound::Excluded(last.clone()),
         },
     }
-    Ok(out)
+    out
 }
 
-/// A redb read snapshot: the checkpointed rows under a plugin's layers.
+/// A redb read snapshot: what the last checkpoint wrote.
 pub(crate) struct Base {
     state: ReadOnlyTable<&'static [u8], &'static [u8]>,
     journal: ReadOnlyTable<(u32, u64), &'static [u8]>,
@@ -126,38 +136,22 @@ impl Base {
         }))
     }
 
-    fn get(&self, full_key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        Ok(self
+    /// Every state row with `start <= key < end`, in key order.
+    pub(crate) fn rows_between(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Bytes)>, StorageError> {
+        let mut out = Vec::new();
+        for row in self
             .state
-            .get(full_key)
-            .map_err(redb_err("get"))?
-            .map(|v| Bytes::copy_from_slice(v.value())))
-    }
-
-    fn state_source<'a>(
-        &'a self,
-        bounds: (Bound<&'a [u8]>, Bound<&'a [u8]>),
-        forward: bool,
-    ) -> Result<Source<'a>, StorageError> {
-        let range = self
-            .state
-            .range::<&[u8]>(bounds)
-            .map_err(redb_err("range"))?;
-        let row = |r: Result<
-            (
-                redb::AccessGuard<'_, &'static [u8]>,
-                redb::AccessGuard<'_, &'static [u8]>,
-            ),
-            redb::StorageError,
-        >| {
-            let (k, v) = r.map_err(redb_err("range"))?;
-            Ok((k.value().to_vec(), Some(Bytes::copy_from_slice(v.value()))))
-        };
-        Ok(if forward {
-            Box::new(range.map(row))
-        } else {
-            Box::new(range.rev().map(row))
-        })
+            .range::<&[u8]>(start..end)
+            .map_err(redb_err("load state"))?
+        {
+            let (k, v) = row.map_err(redb_err("load state"))?;
+            out.push((k.value().to_vec(), Bytes::copy_from_slice(v.value())));
+        }
+        Ok(out)
     }
 
     /// The plugin record redb holds under `name`.
@@ -169,43 +163,46 @@ impl Base {
             .map(|v| v.value().to_vec()))
     }
 
-    /// Every plugin record redb holds, by name.
-    pub(crate) fn plugin_records(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let mut out = Vec::new();
+    /// Every plugin record redb holds, by plugin id.
+    pub(crate) fn records(&self) -> Result<BTreeMap<u32, PluginRecord>, StorageError> {
+        let mut out = BTreeMap::new();
         for row in self.plugins.iter().map_err(redb_err("scan plugins"))? {
             let (name, value) = row.map_err(redb_err("scan plugins"))?;
-            out.push((name.value().to_owned(), value.value().to_vec()));
+            let record: PluginRecord =
+                decode(&format!("plugin record {}", name.value()), value.value())?;
+            out.insert(record.id, record);
         }
         Ok(out)
     }
 }
 
-/// A consistent read-only view of one plugin's committed state: its
-/// frozen layers (newest first) over a redb snapshot. Holding one blocks
-/// nobody.
+/// A consistent read-only view of one plugin's committed state: a
+/// snapshot of its resident rows (O(1) to take), the journal entries and
+/// record not yet checkpointed, and the redb snapshot under them. Holding
+/// one blocks nobody.
 pub struct ReadView {
     plugin_id: u32,
-    pub(crate) layers: Vec<Arc<Layer>>,
-    pub(crate) base: Arc<Base>,
+    rows: Rows,
+    journal: Journal,
+    record: Option<Bytes>,
+    base: Arc<Base>,
 }
 
 impl ReadView {
-    pub(crate) fn new(plugin_id: u32, layers: Vec<Arc<Layer>>, base: Arc<Base>) -> Self {
+    pub(crate) fn new(
+        plugin_id: u32,
+        rows: Rows,
+        journal: Journal,
+        record: Option<Bytes>,
+        base: Arc<Base>,
+    ) -> Self {
         Self {
             plugin_id,
-            layers,
+            rows,
+            journal,
+            record,
             base,
         }
-    }
-
-    /// The value of a full state key.
-    pub(crate) fn get_full(&self, full_key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        for layer in &self.layers {
-            if let Some(slot) = layer.rows.get(full_key) {
-                return Ok(slot.clone());
-            }
-        }
-        self.base.get(full_key)
     }
 
     /// Reads one plugin key.
@@ -215,9 +212,7 @@ impl ReadView {
         table: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .get_full(&state_key(plugin_id, table, key))?
-            .map(|v| v.to_vec()))
+        Ok(get_in(&self.rows, plugin_id, table, key))
     }
 
     /// The next chunk of a scan.
@@ -227,26 +222,20 @@ impl ReadView {
         scan: &mut ScanState,
         max_entries: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        scan_chunk_in(None, self, plugin_id, scan, max_entries)
+        Ok(scan_chunk_in(&self.rows, plugin_id, scan, max_entries))
     }
 
     /// Every (table, key) → value of the plugin.
     pub fn dump(&self) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
         let start = self.plugin_id.to_be_bytes().to_vec();
         let end = plugin_end(self.plugin_id);
-        let bounds = (
+        let mut out = BTreeMap::new();
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (
             Bound::Included(start.as_slice()),
             Bound::Excluded(end.as_slice()),
         );
-        let mut sources: Vec<Source<'_>> = self
-            .layers
-            .iter()
-            .map(|l| layer_source(l, bounds, true))
-            .collect();
-        sources.push(self.base.state_source(bounds, true)?);
-        let mut out = BTreeMap::new();
-        for (k, v) in merge(sources, true, |_, _| true)? {
-            let (table, key) = split_state_key(&k).ok_or_else(|| StorageError::Corrupt {
+        for (k, v) in self.rows.range::<_, [u8]>(bounds) {
+            let (table, key) = split_state_key(k).ok_or_else(|| StorageError::Corrupt {
                 what: "state key".into(),
                 why: "no table separator".into(),
             })?;
@@ -270,11 +259,8 @@ impl ReadView {
             let (key, value) = row.map_err(redb_err("scan journal"))?;
             entries.insert(key.value().1, Bytes::copy_from_slice(value.value()));
         }
-        // Oldest layer first, so newer layers overwrite.
-        for layer in self.layers.iter().rev() {
-            for (s, e) in layer.journal.range(from..=to) {
-                entries.insert(*s, e.clone());
-            }
+        for (s, e) in self.journal.range(from..=to) {
+            entries.insert(*s, e.clone());
         }
         entries
             .into_iter()
@@ -284,14 +270,17 @@ impl ReadView {
 
     /// The plugin's record (bincode) as of this view.
     pub(crate) fn record_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.layered_record() {
+        match &self.record {
             Some(bytes) => Ok(Some(bytes.to_vec())),
             None => self.base.plugin_record(name),
         }
     }
 
-    /// The newest plugin record bytes in the layers, if any holds one.
-    pub(crate) fn layered_record(&self) -> Option<Bytes> {
-        self.layers.iter().find_map(|l| l.record.clone())
+    /// The plugin's record as of this view, if it has one.
+    pub(crate) fn record(&self) -> Result<Option<PluginRecord>, StorageError> {
+        match &self.record {
+            Some(bytes) => Ok(Some(decode("plugin record", bytes)?)),
+            None => Ok(self.base.records()?.remove(&self.plugin_id)),
+        }
     }
 }

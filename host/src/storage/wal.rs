@@ -2,17 +2,14 @@
 //!
 //! A group commit is made durable by appending one *redo record* — every
 //! row the batch writes to `state`, `journal` and `plugins`, in order — to
-//! the log and fsyncing it once (`fdatasync`). redb then commits the same
-//! transaction without an fsync of its own. Every `checkpoint` (a durable
-//! redb commit, by [`CheckpointPolicy`], and on clean shutdown) makes the log
-//! written before it obsolete: the log moves to a new segment file and the
-//! old ones are deleted once the commit is durable.
+//! the log and fsyncing it once (`fdatasync`). The rows themselves live in
+//! the plugin's in-memory layers until a checkpoint (see
+//! [`super::checkpoint`]) writes them to redb in a durable commit, with
+//! `meta.wal_applied` ([`APPLIED_KEY`]) naming the last record it holds;
+//! the segments up to there are then deleted.
 //!
-//! redb stores the number of the last record it holds in `meta` (key
-//! [`APPLIED_KEY`]), in the same transaction as the record's rows. After a
-//! crash redb comes back at its last durable commit; [`recover`] applies
-//! every record past that number again, in order, and checkpoints. So the
-//! invariants hold as with a durable redb commit per batch: a command is
+//! After a crash redb comes back at its last checkpoint; [`apply`] applies
+//! every record past that number again, in order, at open. So a command is
 //! acknowledged only after the fsync of the record holding it, and the
 //! state after recovery is exactly the acknowledged (and possibly some
 //! unacknowledged but logged) batches.
