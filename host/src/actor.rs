@@ -1,7 +1,9 @@
 //! Per plugin, an actor thread that owns the plugin's [`Executor`] and
 //! drains its queue in batches: every command waiting (up to the batch
-//! size, after an optional commit window) runs in one write transaction,
-//! one durable commit, and only then is each acknowledged. Queries go to
+//! size, after an optional commit window) runs as one group commit whose
+//! record is appended to the write-ahead log; the plugin's acknowledger
+//! thread answers each command once that record is durable, while the
+//! actor already runs the next batch (fsync overlapped with execution). Queries go to
 //! the plugin's query thread ([`crate::query`]) and never wait in this
 //! queue. Upgrades run at a batch boundary; commands that arrive meanwhile
 //! wait in the queue.
@@ -18,9 +20,10 @@ use crate::caller::Caller;
 use crate::config::BatchConfig;
 use crate::error::HostError;
 use crate::executor::{Call, Committed, Executor, Scheduled};
-use crate::limits::QUEUE_COMMANDS_MAX;
+use crate::limits::{BATCHES_AWAITING_FSYNC_MAX, QUEUE_COMMANDS_MAX};
 use crate::query::{QueryRequest, QueryTarget, QueryWorker};
 use crate::runtime::LoadedComponent;
+use crate::storage::Db;
 use crate::storage::{Deployment, Outcome, PluginRecord};
 
 /// What a committed command returned.
@@ -52,8 +55,37 @@ pub(crate) struct ActorHandle {
     tx: Option<Sender<Request>>,
     queries: QueryWorker,
     thread: Option<JoinHandle<()>>,
+    acknowledger: Option<JoinHandle<()>>,
     pub(crate) record: Arc<RwLock<PluginRecord>>,
     halt: Arc<AtomicBool>,
+}
+
+/// A batch whose answers wait for its log record to be durable.
+struct Logged {
+    record: u64,
+    answers: Vec<(Reply<Receipt>, Result<Receipt, HostError>)>,
+}
+
+/// Answers each logged batch once its record is durable (one fsync covers
+/// every batch written before it), in order; if the fsync fails, every
+/// command of the batch gets the storage error instead.
+fn acknowledge(db: &Db, logged: Receiver<Logged>) {
+    for batch in logged {
+        match db.wait_durable(batch.record) {
+            Ok(()) => {
+                for (reply, answer) in batch.answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the write-ahead log fsync failed; no command of the batch is acknowledged");
+                let message = e.to_string();
+                for (reply, _) in batch.answers {
+                    let _ = reply.send(Err(HostError::Storage(message.clone())));
+                }
+            }
+        }
+    }
 }
 
 impl ActorHandle {
@@ -72,17 +104,24 @@ impl ActorHandle {
             limits,
             policy,
         })?;
+        let (logged_tx, logged_rx) = crossbeam_channel::bounded(BATCHES_AWAITING_FSYNC_MAX);
+        let db = executor.db().clone();
+        let acknowledger = std::thread::Builder::new()
+            .name(format!("keel-{name}-acks"))
+            .spawn(move || acknowledge(&db, logged_rx))?;
         let actor = Actor {
             executor,
             rx,
             batch,
             halt: halt.clone(),
+            logged: logged_tx,
         };
         let thread = std::thread::Builder::new()
             .name(format!("keel-{name}"))
             .spawn(move || actor.run())?;
         Ok(ActorHandle {
             tx: Some(tx),
+            acknowledger: Some(acknowledger),
             queries,
             thread: Some(thread),
             record,
@@ -118,6 +157,13 @@ impl ActorHandle {
         {
             tracing::error!("a plugin actor panicked while stopping");
         }
+        // The actor is gone, so is its sender: the acknowledger answers
+        // what is logged and ends.
+        if let Some(t) = self.acknowledger.take()
+            && t.join().is_err()
+        {
+            tracing::error!("a plugin's acknowledger panicked while stopping");
+        }
     }
 
     /// Stops at once: the batch in progress is not committed and queued
@@ -133,6 +179,7 @@ struct Actor {
     rx: Receiver<Request>,
     batch: BatchConfig,
     halt: Arc<AtomicBool>,
+    logged: Sender<Logged>,
 }
 
 impl Actor {
@@ -202,17 +249,27 @@ impl Actor {
             return;
         }
         match self.executor.run_batch(calls) {
-            Ok(results) => {
-                for (reply, Committed { sequence, outcome }) in replies.into_iter().zip(results) {
-                    let answer = match outcome {
-                        Outcome::Ok(response) => Ok(Receipt { sequence, response }),
-                        Outcome::Err { code, message } => Err(HostError::Rejected {
-                            sequence,
-                            code,
-                            message,
-                        }),
-                    };
-                    let _ = reply.send(answer);
+            Ok((results, record)) => {
+                let answers = replies
+                    .into_iter()
+                    .zip(results)
+                    .map(|(reply, Committed { sequence, outcome })| {
+                        let answer = match outcome {
+                            Outcome::Ok(response) => Ok(Receipt { sequence, response }),
+                            Outcome::Err { code, message } => Err(HostError::Rejected {
+                                sequence,
+                                code,
+                                message,
+                            }),
+                        };
+                        (reply, answer)
+                    })
+                    .collect();
+                // Waits only when that many batches already await their
+                // fsync (bounds how far execution runs ahead of the disk).
+                if let Err(e) = self.logged.send(Logged { record, answers }) {
+                    tracing::error!("the acknowledger is gone; a logged batch goes unanswered");
+                    drop(e);
                 }
             }
             Err(e) => {

@@ -54,7 +54,7 @@ fn commit_deployment(
     }
     batch.append_journal(record.id, entry);
     batch.put_plugin(record)?;
-    batch.commit()
+    batch.commit_durable()
 }
 
 /// One call to journal and run inside a batch.
@@ -165,10 +165,14 @@ impl Executor {
         self.instance.info()
     }
 
-    /// Runs `calls` as one group commit. Returns one result per call, or a
-    /// storage error when nothing was committed (then no call is
-    /// acknowledged).
-    pub fn run_batch(&mut self, calls: Vec<Scheduled>) -> Result<Vec<Committed>, StorageError> {
+    /// Runs `calls` as one group commit. Returns one result per call and
+    /// the write-ahead log record that holds them — no call may be
+    /// acknowledged before [`Db::wait_durable`] of it returns — or a
+    /// storage error when nothing was committed.
+    pub fn run_batch(
+        &mut self,
+        calls: Vec<Scheduled>,
+    ) -> Result<(Vec<Committed>, u64), StorageError> {
         let mut batch = self.db.begin_batch(self.record.id)?;
         batch.set_state_hash(self.record.state_hash);
         let mut record = self.record.clone();
@@ -225,9 +229,9 @@ impl Executor {
         }
         record.state_hash = batch.state_hash();
         batch.put_plugin(&record)?;
-        batch.commit()?;
+        let logged = batch.commit()?;
         self.publish(record);
-        Ok(results)
+        Ok((results, logged))
     }
 
     fn publish(&mut self, record: PluginRecord) {

@@ -41,6 +41,10 @@ pub const WASM_STACK_BYTES_MAX: usize = 512 << 10;
 /// Most elements one wasm table may hold (a language runtime's function
 /// table: CPython's has tens of thousands).
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Batches of one plugin that may be executed and logged but not yet
+/// durable (their fsync running) before the plugin's actor waits: how far
+/// execution runs ahead of the disk.
+pub const BATCHES_AWAITING_FSYNC_MAX: usize = 8;
 /// Instances of components the engine's pool holds at once. Every running
 /// plugin holds one between calls (more during a hot-swap or a deploy).
 pub const POOL_COMPONENT_INSTANCES_MAX: u32 = 256;

@@ -158,7 +158,7 @@ impl Sim {
             batch.abort();
             return;
         }
-        batch.commit().unwrap();
+        batch.commit_durable().unwrap();
         self.model = model;
         self.sequences.insert(plugin, sequence);
         self.hashes.insert(plugin, hash);

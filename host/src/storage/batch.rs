@@ -236,33 +236,49 @@ impl Batch {
         Ok(())
     }
 
-    /// Makes the batch durable — one write-ahead log record and one fsync
-    /// with immediate durability — and hands its layer back. On failure
+    /// Appends the batch's record to the write-ahead log (with immediate
+    /// durability) and hands its state back; returns the record's number,
+    /// for [`Db::wait_durable`]: nothing of the batch may be acknowledged
+    /// before that returns. The next batch may run meanwhile (its record
+    /// follows this one, and readers wait for durability too). On failure
     /// the batch's writes are undone and the database refuses further
     /// writes.
-    pub fn commit(mut self) -> Result<(), StorageError> {
+    pub fn commit(mut self) -> Result<u64, StorageError> {
         let logged = match self.redo.take() {
-            Some(redo) => self.db.log(redo.as_bytes()),
-            None => Ok(()),
+            Some(redo) => self.db.append(redo.as_bytes()),
+            None => Ok(0),
         };
-        if let Err(e) = logged {
-            self.db.poison();
-            self.abort();
-            return Err(e);
-        }
+        let record = match logged {
+            Ok(record) => record,
+            Err(e) => {
+                self.db.poison();
+                self.abort();
+                return Err(e);
+            }
+        };
         let journal = std::mem::take(&mut self.journal);
-        let record = self.record.take();
+        let plugin_record = self.record.take();
         let resident = self.resident();
         for (sequence, entry) in journal {
             resident.journal.insert(sequence, entry);
         }
-        if record.is_some() {
-            resident.record = record;
+        if plugin_record.is_some() {
+            resident.record = plugin_record;
+        }
+        if record > 0 {
+            resident.last_record = record;
         }
         let resident = self.resident.take().expect("lent until commit");
         self.state.give_back(resident);
         self.db.written(self.batch_bytes);
-        Ok(())
+        Ok(record)
+    }
+
+    /// [`Batch::commit`], then waits until the batch is durable.
+    pub fn commit_durable(self) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let record = self.commit()?;
+        db.wait_durable(record)
     }
 
     /// Discards everything in the batch.

@@ -193,16 +193,32 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
         pending
     };
     // 1. Cut the log.
-    let cut = db.wal.as_ref().map(|wal| {
-        let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-        wal.begin_checkpoint();
-        wal.next_record() - 1
-    });
+    let cut = match &db.wal {
+        Some(wal) => {
+            let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = wal.begin_checkpoint() {
+                db.poisoned
+                    .store(true, std::sync::atomic::Ordering::Release);
+                return Err(e);
+            }
+            let cut = wal.next_record() - 1;
+            drop(wal);
+            // The rotation fsynced everything written so far.
+            db.mark_synced(cut);
+            Some(cut)
+        }
+        None => None,
+    };
     // 2. Pin.
     let states = db.all_states();
     let pinned: Vec<Pinned> = states.iter().map(|p| p.pin()).collect();
-    // 3. Write.
-    let written = write(&db.db, &pinned, cut).and_then(|()| Base::open(&db.db));
+    // 3. Write — only what is durable in the log (a pin may hold batches
+    // logged after the cut whose fsync is still running).
+    let last_record = pinned.iter().map(|p| p.last_record).max().unwrap_or(0);
+    let written = db
+        .wait_durable(last_record)
+        .and_then(|()| write(&db.db, &pinned, cut))
+        .and_then(|()| Base::open(&db.db));
     let base = match written {
         Ok(base) => base,
         Err(e) => {

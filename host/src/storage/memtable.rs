@@ -47,6 +47,9 @@ pub(crate) struct Resident {
     pub(crate) record: Option<Bytes>,
     /// Bytes of keys and values written since the last checkpoint.
     pub(crate) written_bytes: usize,
+    /// The write-ahead log record of the last batch given back (0: none):
+    /// what is visible here is durable once that record is.
+    pub(crate) last_record: u64,
 }
 
 /// What a checkpoint writes of one plugin.
@@ -56,6 +59,8 @@ pub(crate) struct Pinned {
     pub(crate) keys: Vec<Vec<u8>>,
     pub(crate) journal: Journal,
     pub(crate) record: Option<Bytes>,
+    /// Durable once this log record is.
+    pub(crate) last_record: u64,
 }
 
 /// One plugin's resident state.
@@ -90,6 +95,7 @@ impl PluginState {
                     journal: Journal::new(),
                     record: None,
                     written_bytes: 0,
+                    last_record: 0,
                 }),
                 base,
             }),
@@ -124,18 +130,19 @@ impl PluginState {
         self.returned.notify_all();
     }
 
-    /// A consistent view of everything committed (waits for the batch in
-    /// progress, if any).
-    pub(crate) fn view(&self) -> ReadView {
+    /// A consistent view of everything executed (waits for the batch in
+    /// progress, if any), and the log record that makes it durable.
+    pub(crate) fn view(&self) -> (ReadView, u64) {
         let inner = self.lock_idle();
         let r = inner.resident.as_ref().expect("idle");
-        ReadView::new(
+        let view = ReadView::new(
             self.id,
             r.rows.clone(),
             r.journal.clone(),
             r.record.clone(),
             inner.base.clone(),
-        )
+        );
+        (view, r.last_record)
     }
 
     /// Takes what a checkpoint must write: a snapshot of the rows, the
@@ -151,6 +158,7 @@ impl PluginState {
             keys: std::mem::take(&mut r.written),
             journal: r.journal.clone(),
             record: r.record.clone(),
+            last_record: r.last_record,
         }
     }
 

@@ -25,7 +25,7 @@ pub mod wal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -204,10 +204,77 @@ pub(crate) struct DbInner {
     states: Mutex<HashMap<u32, Arc<memtable::PluginState>>>,
     /// The newest redb snapshot (what the last checkpoint wrote).
     base: Mutex<Arc<read::Base>>,
+    /// How far the write-ahead log is known durable (group commit).
+    synced: Mutex<Synced>,
+    synced_changed: Condvar,
     schedule: Arc<checkpoint::Schedule>,
 }
 
+/// The write-ahead log's durable point, shared by everyone waiting for it.
+#[derive(Default)]
+struct Synced {
+    /// Every record up to this one is on disk.
+    upto: u64,
+    /// Someone is running an fsync now; the others wait for it.
+    syncing: bool,
+}
+
 impl DbInner {
+    /// Raises the durable point to `upto` (after an fsync or a rotation).
+    pub(crate) fn mark_synced(&self, upto: u64) {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        synced.upto = synced.upto.max(upto);
+        drop(synced);
+        self.synced_changed.notify_all();
+    }
+
+    /// Waits until log record `record` is durable; the first waiter runs
+    /// one fsync for every record written so far (group commit), the
+    /// others wait for it. Record 0 (nothing logged) is durable at once.
+    pub(crate) fn wait_durable(&self, record: u64) -> Result<(), StorageError> {
+        let Some(wal) = &self.wal else { return Ok(()) };
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if synced.upto >= record {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(StorageError::Poisoned);
+            }
+            if synced.syncing {
+                synced = self
+                    .synced_changed
+                    .wait(synced)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            synced.syncing = true;
+            drop(synced);
+            let (segment, upto) = wal.lock().unwrap_or_else(|p| p.into_inner()).sync_target();
+            let result = match &segment {
+                Some((file, path)) => file.sync_data().map_err(|source| StorageError::Log {
+                    op: "sync log",
+                    path: path.display().to_string(),
+                    source,
+                }),
+                // Rotated away: the rotation fsynced it.
+                None => Ok(()),
+            };
+            synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+            synced.syncing = false;
+            match result {
+                Ok(()) => synced.upto = synced.upto.max(upto),
+                Err(e) => {
+                    self.poisoned.store(true, Ordering::Release);
+                    drop(synced);
+                    self.synced_changed.notify_all();
+                    return Err(e);
+                }
+            }
+            self.synced_changed.notify_all();
+        }
+    }
+
     /// The newest redb snapshot.
     fn current_base(&self) -> Arc<read::Base> {
         self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -288,6 +355,11 @@ impl Db {
             recovered,
             states: Mutex::new(HashMap::new()),
             base: Mutex::new(base),
+            synced: Mutex::new(Synced {
+                upto: next_record - 1,
+                syncing: false,
+            }),
+            synced_changed: Condvar::new(),
             schedule: Arc::new(checkpoint::Schedule::new(policy)),
         });
         checkpoint::spawn(&inner).map_err(|source| StorageError::Log {
@@ -364,15 +436,24 @@ impl Db {
         ))
     }
 
-    /// Appends one redo record to the write-ahead log and fsyncs it.
-    pub(crate) fn log(&self, redo: &[u8]) -> Result<(), StorageError> {
+    /// Appends one redo record to the write-ahead log without waiting for
+    /// the disk; returns its number (0 without a log), for
+    /// [`Db::wait_durable`].
+    pub(crate) fn append(&self, redo: &[u8]) -> Result<u64, StorageError> {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
         }
         match self.wal() {
-            Some(mut wal) => wal.append(redo).map(|_| ()),
-            None => Ok(()),
+            Some(mut wal) => wal.write(redo),
+            None => Ok(0),
         }
+    }
+
+    /// Waits until log record `record` is durable (one fsync covers every
+    /// record written before it, from any plugin). A failed fsync poisons
+    /// the database: every later wait fails.
+    pub fn wait_durable(&self, record: u64) -> Result<(), StorageError> {
+        self.inner.wait_durable(record)
     }
 
     /// Counts bytes a batch added to memory; wakes the checkpointer when a
@@ -391,7 +472,11 @@ impl Db {
     /// A consistent read-only view of one plugin's committed state (waits
     /// for the plugin's batch in progress, if any).
     pub fn view(&self, plugin_id: u32) -> Result<ReadView, StorageError> {
-        Ok(self.plugin_state(plugin_id)?.view())
+        let (view, last_record) = self.plugin_state(plugin_id)?.view();
+        // Confirmed reads: nothing is answered from a batch that is not
+        // durable yet.
+        self.wait_durable(last_record)?;
+        Ok(view)
     }
 
     /// Rows resident in memory, and bytes written since the last
@@ -410,7 +495,9 @@ impl Db {
         // meanwhile cannot make an older record win.
         let mut by_id: BTreeMap<u32, PluginRecord> = BTreeMap::new();
         for state in self.inner.all_states() {
-            if let Some(record) = state.view().record()? {
+            let (view, last_record) = state.view();
+            self.wait_durable(last_record)?;
+            if let Some(record) = view.record()? {
                 by_id.insert(record.id, record);
             }
         }

@@ -33,6 +33,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
@@ -343,7 +344,7 @@ pub struct Wal {
     policy: CheckpointPolicy,
     /// The segment being appended to and its path, created at the first
     /// append after a checkpoint.
-    segment: Option<(File, PathBuf)>,
+    segment: Option<(Arc<File>, PathBuf)>,
     /// Segments that a durable redb commit in progress makes obsolete.
     obsolete: Vec<PathBuf>,
     next_record: u64,
@@ -391,6 +392,17 @@ impl Wal {
 
     /// Appends record `next_record()` and fsyncs it; returns its number.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, StorageError> {
+        let number = self.write(payload)?;
+        if let Some((file, path)) = &self.segment {
+            file.sync_data().map_err(io_err("sync log", path))?;
+        }
+        Ok(number)
+    }
+
+    /// Writes record `next_record()` without waiting for the disk; returns
+    /// its number. It is durable once [`Wal::sync_target`]'s file has been
+    /// fsynced (or the segment rotated, which fsyncs it).
+    pub fn write(&mut self, payload: &[u8]) -> Result<u64, StorageError> {
         let number = self.next_record;
         if self.segment.is_none() {
             let path = segment_path(&self.dir, number);
@@ -403,30 +415,40 @@ impl Wal {
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err("sync log dir", &self.dir))?;
-            self.segment = Some((file, path));
+            self.segment = Some((Arc::new(file), path));
         }
-        let (file, path) = self.segment.as_mut().expect("opened above");
+        let (file, path) = self.segment.as_ref().expect("opened above");
         self.scratch.clear();
         self.scratch.extend_from_slice(MAGIC);
         self.scratch
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.scratch.extend_from_slice(&number.to_le_bytes());
         self.scratch.extend_from_slice(&checksum(number, payload));
-        file.write_all(&self.scratch)
-            .and_then(|()| file.write_all(payload))
-            .and_then(|()| file.sync_data())
+        self.scratch.extend_from_slice(payload);
+        (&**file)
+            .write_all(&self.scratch)
             .map_err(io_err("append log", path))?;
         self.next_record += 1;
         self.bytes_since_checkpoint += (HEADER_BYTES + payload.len()) as u64;
         Ok(number)
     }
 
-    /// Called before a durable redb commit: later records go to a new
-    /// segment, and the current ones become obsolete once it is durable.
-    pub fn begin_checkpoint(&mut self) {
-        if let Some((_, path)) = self.segment.take() {
+    /// What an fsync now makes durable: the segment being written (if any),
+    /// its path, and the number of the last record written.
+    pub fn sync_target(&self) -> (Option<(Arc<File>, PathBuf)>, u64) {
+        (self.segment.clone(), self.next_record - 1)
+    }
+
+    /// Called before a durable redb commit: fsyncs the current segment (so
+    /// that every record written so far is durable), and later records go
+    /// to a new one; the current ones become obsolete once the commit is
+    /// durable.
+    pub fn begin_checkpoint(&mut self) -> Result<(), StorageError> {
+        if let Some((file, path)) = self.segment.take() {
+            file.sync_data().map_err(io_err("sync log", &path))?;
             self.obsolete.push(path);
         }
+        Ok(())
     }
 
     /// Called after the durable redb commit: deletes obsolete segments.
@@ -476,7 +498,7 @@ mod tests {
         for i in 1..=3 {
             assert_eq!(wal.append(&payload(i)).unwrap(), i);
         }
-        wal.begin_checkpoint(); // later records go to a second segment
+        wal.begin_checkpoint().unwrap(); // later records go to a second segment
         for i in 4..=5 {
             wal.append(&payload(i)).unwrap();
         }
@@ -513,7 +535,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
         wal.append(&payload(1)).unwrap();
-        wal.begin_checkpoint();
+        wal.begin_checkpoint().unwrap();
         wal.append(&payload(2)).unwrap();
         let segs = segments(dir.path()).unwrap();
         // Last segment: a damaged record is the torn end of the log.
@@ -537,7 +559,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
         wal.append(&payload(1)).unwrap();
-        wal.begin_checkpoint();
+        wal.begin_checkpoint().unwrap();
         let mut later = Wal::open(dir.path(), 3, policy()).unwrap();
         later.append(&payload(3)).unwrap();
         let err = read_all(dir.path()).unwrap_err().to_string();
@@ -562,7 +584,7 @@ mod tests {
         assert!(!wal.checkpoint_due());
         wal.append(&[0; 100]).unwrap();
         assert!(wal.checkpoint_due(), "over the byte budget");
-        wal.begin_checkpoint();
+        wal.begin_checkpoint().unwrap();
         wal.end_checkpoint();
         assert!(!wal.checkpoint_due());
         let mut timed = Wal::open(
