@@ -119,14 +119,18 @@ fn book_scenario(seconds: f64, orders: usize) {
         lot_size: 1,
         min_size: 1,
     })];
-    setup.push(Command::Deposit(Transfer {
-        user: 1,
-        asset: "USD".into(),
-        amount: 1 << 60,
-    }));
+    // A user may hold 1000 open orders: spread the book over users.
+    let users = (orders as u64).div_ceil(900).max(1);
+    for user in 1..=users {
+        setup.push(Command::Deposit(Transfer {
+            user,
+            asset: "USD".into(),
+            amount: 1 << 60,
+        }));
+    }
     for i in 0..orders as u64 {
         setup.push(Command::Place(Place {
-            user: 1,
+            user: 1 + i / 900,
             market: 1,
             side: Side::Buy,
             kind: OrderKind::Limit,
@@ -141,7 +145,7 @@ fn book_scenario(seconds: f64, orders: usize) {
     submit_all(t.host(), "spot", &setup);
     let deposit = |i: u64| {
         serde_json::to_vec(&Command::Deposit(Transfer {
-            user: 2 + i % 100,
+            user: 1 + i % 100,
             asset: "USD".into(),
             amount: 1,
         }))

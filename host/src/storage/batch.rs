@@ -29,7 +29,7 @@ use crate::state_hash::StateHash;
 
 /// One undo record: the full state key and the value before the write.
 struct Undo {
-    full_key: Vec<u8>,
+    full_key: Bytes,
     before: Option<Bytes>,
 }
 
@@ -124,7 +124,7 @@ impl Batch {
                     rows.insert(u.full_key, v);
                 }
                 None => {
-                    rows.remove(u.full_key.as_slice());
+                    rows.remove(u.full_key.as_ref());
                 }
             }
         }
@@ -169,14 +169,14 @@ impl Batch {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
-        let full_key = state_key(plugin_id, table, key);
+        let full_key = Bytes::from(state_key(plugin_id, table, key));
         let bytes = full_key.len() + value.map_or(0, <[u8]>::len);
         let resident = self.resident.as_mut().expect("lent until commit");
         let old = match value {
             Some(v) => resident
                 .rows
                 .insert(full_key.clone(), Bytes::copy_from_slice(v)),
-            None => resident.rows.remove(full_key.as_slice()),
+            None => resident.rows.remove(full_key.as_ref()),
         };
         resident.written.push(full_key.clone());
         resident.written_bytes += bytes;

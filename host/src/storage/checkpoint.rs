@@ -257,7 +257,7 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
         let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
         for pin in pinned {
             // Each key once, its value now, in key order.
-            let mut keys: Vec<&[u8]> = pin.keys.iter().map(Vec::as_slice).collect();
+            let mut keys: Vec<&[u8]> = pin.keys.iter().map(|k| k.as_ref()).collect();
             keys.sort_unstable();
             keys.dedup();
             for k in keys {

@@ -28,7 +28,9 @@ use super::read::{Base, ReadView};
 use super::{StorageError, keys::plugin_end};
 
 /// A plugin's rows: full state key → value.
-pub(crate) type Rows = imbl::OrdMap<Vec<u8>, Bytes>;
+/// Keys are `Bytes` so that the node copies after a snapshot clone them
+/// by reference count, not by allocation.
+pub(crate) type Rows = imbl::OrdMap<Bytes, Bytes>;
 
 /// Journal entries by sequence (encoded, see [`super::journal`]).
 pub(crate) type Journal = imbl::OrdMap<u64, Bytes>;
@@ -40,7 +42,7 @@ pub(crate) struct Resident {
     /// Keys written since the last checkpoint took them (duplicates and
     /// keys whose write was undone are harmless: the checkpoint writes the
     /// current value).
-    pub(crate) written: Vec<Vec<u8>>,
+    pub(crate) written: Vec<Bytes>,
     /// Journal entries not yet in redb.
     pub(crate) journal: Journal,
     /// The plugin record (bincode), if changed since redb got it.
@@ -56,7 +58,7 @@ pub(crate) struct Resident {
 pub(crate) struct Pinned {
     pub(crate) plugin_id: u32,
     pub(crate) rows: Rows,
-    pub(crate) keys: Vec<Vec<u8>>,
+    pub(crate) keys: Vec<Bytes>,
     pub(crate) journal: Journal,
     pub(crate) record: Option<Bytes>,
     /// Durable once this log record is.

@@ -86,7 +86,7 @@ pub(crate) fn scan_chunk_in(
     let range = rows.range::<_, [u8]>(bounds);
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    let mut push = |(k, v): (&Vec<u8>, &Bytes)| {
+    let mut push = |(k, v): (&Bytes, &Bytes)| {
         let key = k[prefix_len..].to_vec();
         bytes += key.len() + v.len();
         out.push((key, v.to_vec()));
@@ -141,7 +141,7 @@ impl Base {
         &self,
         start: &[u8],
         end: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Bytes)>, StorageError> {
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
         let mut out = Vec::new();
         for row in self
             .state
@@ -149,7 +149,10 @@ impl Base {
             .map_err(redb_err("load state"))?
         {
             let (k, v) = row.map_err(redb_err("load state"))?;
-            out.push((k.value().to_vec(), Bytes::copy_from_slice(v.value())));
+            out.push((
+                Bytes::copy_from_slice(k.value()),
+                Bytes::copy_from_slice(v.value()),
+            ));
         }
         Ok(out)
     }
