@@ -1,6 +1,6 @@
-//! The component's global allocator: the standard one (dlmalloc on wasm)
-//! behind a small cache of recently freed blocks of up to
-//! [`SMALL_BYTES_MAX`] bytes.
+//! The component's global allocator: the heap of [`crate::arena`] (a bump
+//! arena inside the initial memory, then the standard dlmalloc) behind a
+//! small cache of recently freed blocks of up to [`SMALL_BYTES_MAX`] bytes.
 //!
 //! Every call allocates and frees a few small blocks (the command bytes the
 //! host copies in through `cabi_realloc`, the response, decoded strings,
@@ -14,9 +14,11 @@
 
 #![allow(unsafe_code)] // A global allocator is unsafe by definition.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
 use std::ptr;
+
+use crate::arena::Heap;
 
 /// Size classes are multiples of this many bytes (and blocks are aligned to it).
 const GRANULE: usize = 16;
@@ -37,9 +39,10 @@ struct FreeList {
     len: u32,
 }
 
-/// The allocator: [`System`] plus per-class free lists.
+/// The allocator: the [`Heap`] plus per-class free lists.
 pub(crate) struct CachingAlloc {
     lists: UnsafeCell<[FreeList; CLASSES]>,
+    heap: Heap,
 }
 
 // SAFETY: components run on one thread (this type is only the global
@@ -57,6 +60,7 @@ impl CachingAlloc {
                     len: 0,
                 }; CLASSES],
             ),
+            heap: Heap::new(),
         }
     }
 }
@@ -69,25 +73,25 @@ fn class_of(layout: Layout) -> Option<usize> {
     Some((layout.size() - 1) / GRANULE)
 }
 
-/// The layout every block of `class` is allocated from [`System`] with.
+/// The layout every block of `class` is allocated from the [`Heap`] with.
 fn class_layout(class: usize) -> Layout {
     // SAFETY: non-zero size, a power-of-two alignment, no overflow.
     unsafe { Layout::from_size_align_unchecked((class + 1) * GRANULE, GRANULE) }
 }
 
-// SAFETY: small blocks always come from `System` with their class layout and
+// SAFETY: small blocks always come from the heap with their class layout and
 // go back to it with that layout; a cached block is handed out once (popped
 // before it is returned) and is at least as large and as aligned as any
-// layout of its class. Everything else is passed through to `System`.
+// layout of its class. Everything else is passed through to the heap.
 unsafe impl GlobalAlloc for CachingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(class) = class_of(layout) else {
-            return unsafe { System.alloc(layout) };
+            return unsafe { self.heap.alloc(layout) };
         };
         // SAFETY: single-threaded (see `Sync`); no reference outlives this call.
         let list = unsafe { &mut (*self.lists.get())[class] };
         if list.head.is_null() {
-            return unsafe { System.alloc(class_layout(class)) };
+            return unsafe { self.heap.alloc(class_layout(class)) };
         }
         let block = list.head;
         // SAFETY: a cached block holds the next block's address in its first
@@ -100,7 +104,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if class_of(layout).is_none() {
             // Fresh pages from dlmalloc need no clearing.
-            return unsafe { System.alloc_zeroed(layout) };
+            return unsafe { self.heap.alloc_zeroed(layout) };
         }
         let block = unsafe { self.alloc(layout) };
         if !block.is_null() {
@@ -111,12 +115,12 @@ unsafe impl GlobalAlloc for CachingAlloc {
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         let Some(class) = class_of(layout) else {
-            return unsafe { System.dealloc(block, layout) };
+            return unsafe { self.heap.dealloc(block, layout) };
         };
         // SAFETY: single-threaded (see `Sync`).
         let list = unsafe { &mut (*self.lists.get())[class] };
         if list.len >= CACHED_PER_CLASS_MAX {
-            return unsafe { System.dealloc(block, class_layout(class)) };
+            return unsafe { self.heap.dealloc(block, class_layout(class)) };
         }
         // SAFETY: the block is ours again, at least GRANULE bytes and aligned.
         unsafe { block.cast::<*mut u8>().write(list.head) };
@@ -128,7 +132,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
         // SAFETY: the caller guarantees `new_size` is valid for `layout.align()`.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (class_of(layout), class_of(new_layout)) {
-            (None, None) => unsafe { System.realloc(block, layout, new_size) },
+            (None, None) => unsafe { self.heap.realloc(block, layout, new_size) },
             (Some(old), Some(new)) if old == new => block,
             _ => {
                 let moved = unsafe { self.alloc(new_layout) };
@@ -154,7 +158,7 @@ mod tests {
 
     #[test]
     fn small_blocks_are_reused_and_the_cache_is_bounded() {
-        let a = CachingAlloc::new();
+        let a = Box::leak(Box::new(CachingAlloc::new()));
         unsafe {
             let x = a.alloc(layout(24, 8));
             assert!(!x.is_null());
@@ -166,7 +170,7 @@ mod tests {
             assert_eq!(y, x);
             a.dealloc(y, layout(32, 1));
 
-            // Free more blocks than the cache keeps: the rest go to System.
+            // Free more blocks than the cache keeps: the rest go to the heap.
             let n = CACHED_PER_CLASS_MAX as usize + 10;
             let blocks: Vec<_> = (0..n).map(|_| a.alloc(layout(100, 4))).collect();
             for &b in &blocks {
@@ -175,13 +179,15 @@ mod tests {
             assert_eq!((*a.lists.get())[class_of(layout(100, 4)).unwrap()].len, {
                 CACHED_PER_CLASS_MAX
             });
-            // Drain the cache back to System so the test leaks nothing.
+            // Drain the cache back to the heap so the test leaks nothing.
             for _ in 0..CACHED_PER_CLASS_MAX {
                 let b = a.alloc(layout(100, 4));
-                System.dealloc(b, class_layout(class_of(layout(100, 4)).unwrap()));
+                a.heap
+                    .dealloc(b, class_layout(class_of(layout(100, 4)).unwrap()));
             }
             let x = a.alloc(layout(24, 8));
-            System.dealloc(x, class_layout(class_of(layout(24, 8)).unwrap()));
+            a.heap
+                .dealloc(x, class_layout(class_of(layout(24, 8)).unwrap()));
         }
     }
 
@@ -195,7 +201,7 @@ mod tests {
 
     #[test]
     fn realloc_keeps_contents_across_classes() {
-        let a = CachingAlloc::new();
+        let a = Box::leak(Box::new(CachingAlloc::new()));
         unsafe {
             let x = a.alloc(layout(10, 1));
             for i in 0..10 {
@@ -212,7 +218,7 @@ mod tests {
                 assert_eq!(back.add(i).read(), i as u8);
             }
             a.dealloc(back, layout(12, 1));
-            // Drain what the cache holds back to System.
+            // Drain what the cache holds back to the heap.
             for class in 0..CLASSES {
                 loop {
                     let list = &mut (*a.lists.get())[class];
@@ -220,7 +226,7 @@ mod tests {
                         break;
                     }
                     let b = a.alloc(class_layout(class));
-                    System.dealloc(b, class_layout(class));
+                    a.heap.dealloc(b, class_layout(class));
                 }
             }
         }

@@ -3,6 +3,8 @@
 
 #[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
 mod alloc;
+#[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
+mod arena;
 mod backend;
 pub mod context;
 mod error;
@@ -37,8 +39,8 @@ pub mod bindings {
 }
 
 /// Inside a component (single-threaded wasm), small blocks are recycled
-/// through a bounded cache in front of the standard allocator (see
-/// `alloc.rs`). A plugin must not declare its own global allocator.
+/// through a bounded cache in front of a bump arena inside the initial
+/// memory and then the standard allocator (see `alloc.rs`, `arena.rs`). A plugin must not declare its own global allocator.
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: alloc::CachingAlloc = alloc::CachingAlloc::new();
