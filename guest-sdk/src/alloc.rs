@@ -18,7 +18,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
 use std::ptr;
 
-use crate::arena::Heap;
+use crate::arena::{Heap, move_block};
 
 /// Size classes are multiples of this many bytes (and blocks are aligned to it).
 const GRANULE: usize = 16;
@@ -134,16 +134,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
         match (class_of(layout), class_of(new_layout)) {
             (None, None) => unsafe { self.heap.realloc(block, layout, new_size) },
             (Some(old), Some(new)) if old == new => block,
-            _ => {
-                let moved = unsafe { self.alloc(new_layout) };
-                if !moved.is_null() {
-                    unsafe {
-                        ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
-                        self.dealloc(block, layout);
-                    }
-                }
-                moved
-            }
+            _ => unsafe { move_block(self, block, layout, new_layout) },
         }
     }
 }

@@ -126,15 +126,29 @@ unsafe impl GlobalAlloc for Heap {
         }
         // SAFETY: the caller guarantees `new_size` is valid for the alignment.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let moved = unsafe { self.alloc(new_layout) };
-        if !moved.is_null() {
-            unsafe {
-                ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
-                self.dealloc(block, layout);
-            }
-        }
-        moved
+        unsafe { move_block(self, block, layout, new_layout) }
     }
+}
+
+/// A realloc by moving: a new block from `heap`, the contents copied, the
+/// old block freed. Returns null (the old block kept) if `heap` has none.
+///
+/// # Safety
+/// `block` was allocated by `heap` with `layout`; `new_layout` is valid.
+pub(crate) unsafe fn move_block(
+    heap: &impl GlobalAlloc,
+    block: *mut u8,
+    layout: Layout,
+    new_layout: Layout,
+) -> *mut u8 {
+    let moved = unsafe { heap.alloc(new_layout) };
+    if !moved.is_null() {
+        unsafe {
+            ptr::copy_nonoverlapping(block, moved, layout.size().min(new_layout.size()));
+            heap.dealloc(block, layout);
+        }
+    }
+    moved
 }
 
 #[cfg(test)]
