@@ -9,10 +9,21 @@ mod targets;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use targets::{Toolchain, ensure, is_installed};
 
 const WANTED: &[&str] = &["wasm32-unknown-unknown", "wasm32-wasip2"];
+
+/// The tests write a script and run it; one test's fork (running its
+/// script) could inherit another's still-open write handle, and running
+/// that script then fails with "Text file busy" (seen in CI). So they run
+/// one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A scratch sysroot with `present` targets installed.
 fn sysroot(dir: &Path, present: &[&str]) -> PathBuf {
@@ -45,6 +56,7 @@ fn calls(dir: &Path) -> String {
 
 #[test]
 fn nothing_runs_when_every_target_is_installed() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let toolchain = Toolchain {
         sysroot: sysroot(dir.path(), WANTED),
@@ -57,6 +69,7 @@ fn nothing_runs_when_every_target_is_installed() {
 
 #[test]
 fn missing_targets_are_added_for_the_active_toolchain() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = sysroot(dir.path(), &["wasm32-wasip2"]);
     // The stand-in installs what it is asked for, as rustup would.
@@ -80,6 +93,7 @@ fn missing_targets_are_added_for_the_active_toolchain() {
 
 #[test]
 fn a_failing_rustup_stops_the_build_with_one_line_naming_the_command() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let toolchain = Toolchain {
         sysroot: sysroot(dir.path(), &[]),
@@ -100,6 +114,7 @@ fn a_failing_rustup_stops_the_build_with_one_line_naming_the_command() {
 
 #[test]
 fn no_rustup_at_all_says_what_to_run() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let toolchain = Toolchain {
         sysroot: sysroot(dir.path(), &["wasm32-unknown-unknown"]),
@@ -116,6 +131,7 @@ fn no_rustup_at_all_says_what_to_run() {
 
 #[test]
 fn a_rustup_that_succeeds_without_installing_is_not_believed() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let toolchain = Toolchain {
         sysroot: sysroot(dir.path(), &[]),
