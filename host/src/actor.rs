@@ -267,9 +267,8 @@ impl Actor {
                     .collect();
                 // Waits only when that many batches already await their
                 // fsync (bounds how far execution runs ahead of the disk).
-                if let Err(e) = self.logged.send(Logged { record, answers }) {
+                if self.logged.send(Logged { record, answers }).is_err() {
                     tracing::error!("the acknowledger is gone; a logged batch goes unanswered");
-                    drop(e);
                 }
             }
             Err(e) => {

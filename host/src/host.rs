@@ -338,12 +338,21 @@ impl Host {
         self.deploy(&bytes, None)
     }
 
-    fn send(&self, plugin: &str, request: Request) -> Result<(), HostError> {
+    /// Runs `f` on the actor of `plugin`.
+    fn with_actor<T>(
+        &self,
+        plugin: &str,
+        f: impl FnOnce(&ActorHandle) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
         let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
         let slot = plugins
             .get(plugin)
             .ok_or_else(|| HostError::UnknownPlugin(plugin.to_owned()))?;
-        slot.actor.send(request, plugin)
+        f(&slot.actor)
+    }
+
+    fn send(&self, plugin: &str, request: Request) -> Result<(), HostError> {
+        self.with_actor(plugin, |actor| actor.send(request, plugin))
     }
 
     fn enqueue_command(
@@ -442,18 +451,12 @@ impl Host {
     ) -> Result<oneshot::Receiver<Result<Vec<u8>, HostError>>, HostError> {
         check_json("query", request, self.config.limits.command_bytes_max)?;
         let (reply, rx) = oneshot::channel();
-        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
-        let slot = plugins
-            .get(plugin)
-            .ok_or_else(|| HostError::UnknownPlugin(plugin.to_owned()))?;
-        slot.actor.query(
-            crate::query::QueryRequest {
-                bytes: request.to_vec(),
-                caller: caller.map(Arc::new),
-                reply,
-            },
-            plugin,
-        )?;
+        let request = crate::query::QueryRequest {
+            bytes: request.to_vec(),
+            caller: caller.map(Arc::new),
+            reply,
+        };
+        self.with_actor(plugin, |actor| actor.query(request, plugin))?;
         Ok(rx)
     }
 

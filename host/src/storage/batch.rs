@@ -179,7 +179,6 @@ impl Batch {
             None => resident.rows.remove(full_key.as_ref()),
         };
         resident.written.push(full_key.clone());
-        resident.written_bytes += bytes;
         if let Some(old) = &old {
             self.hash.remove(table, key, old);
         }

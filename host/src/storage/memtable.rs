@@ -47,8 +47,6 @@ pub(crate) struct Resident {
     pub(crate) journal: Journal,
     /// The plugin record (bincode), if changed since redb got it.
     pub(crate) record: Option<Bytes>,
-    /// Bytes of keys and values written since the last checkpoint.
-    pub(crate) written_bytes: usize,
     /// The write-ahead log record of the last batch given back (0: none):
     /// what is visible here is durable once that record is.
     pub(crate) last_record: u64,
@@ -96,7 +94,6 @@ impl PluginState {
                     written: Vec::new(),
                     journal: Journal::new(),
                     record: None,
-                    written_bytes: 0,
                     last_record: 0,
                 }),
                 base,
@@ -153,7 +150,6 @@ impl PluginState {
     pub(crate) fn pin(&self) -> Pinned {
         let mut inner = self.lock_idle();
         let r = inner.resident.as_mut().expect("idle");
-        r.written_bytes = 0;
         Pinned {
             plugin_id: self.id,
             rows: r.rows.clone(),
@@ -184,13 +180,6 @@ impl PluginState {
         let mut inner = self.lock_idle();
         let r = inner.resident.as_mut().expect("idle");
         r.written.extend(pinned.keys);
-    }
-
-    /// Rows held, and bytes written since the last checkpoint (for status).
-    pub(crate) fn memory(&self) -> (usize, usize) {
-        let inner = self.lock_idle();
-        let r = inner.resident.as_ref().expect("idle");
-        (r.rows.len(), r.written_bytes)
     }
 }
 

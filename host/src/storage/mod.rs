@@ -479,15 +479,6 @@ impl Db {
         Ok(view)
     }
 
-    /// Rows resident in memory, and bytes written since the last
-    /// checkpoint, summed over plugins.
-    pub fn memory(&self) -> (usize, usize) {
-        self.inner.all_states().iter().fold((0, 0), |(r, w), s| {
-            let (rows, written) = s.memory();
-            (r + rows, w + written)
-        })
-    }
-
     /// Every plugin record, by name, as of the last committed batch.
     pub fn plugins(&self) -> Result<Vec<PluginRecord>, StorageError> {
         // Each loaded plugin is read through one view (its record in memory
