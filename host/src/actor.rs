@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::caller::Caller;
 use crate::config::BatchConfig;
 use crate::error::HostError;
-use crate::executor::{Call, Committed, Executor, Scheduled};
+use crate::executor::{Call, Committed, Executor, Restored, Scheduled};
 use crate::limits::{BATCHES_AWAITING_FSYNC_MAX, QUEUE_COMMANDS_MAX};
 use crate::query::{QueryRequest, QueryTarget, QueryWorker};
 use crate::runtime::LoadedComponent;
@@ -47,6 +47,14 @@ pub(crate) enum Request {
         component: LoadedComponent,
         forced: Option<(u64, u64)>,
         reply: Reply<Deployment>,
+    },
+    /// Replace the state (at a batch boundary); replies with the restore
+    /// entry's sequence.
+    Restore {
+        restored: Box<Restored>,
+        component: LoadedComponent,
+        forced: Option<(u64, u64)>,
+        reply: Reply<u64>,
     },
 }
 
@@ -234,6 +242,15 @@ impl Actor {
                     // An upgrade is a batch boundary: commit what came before it.
                     self.commit(std::mem::take(&mut commands));
                     let _ = reply.send(self.executor.upgrade(component, forced));
+                }
+                Request::Restore {
+                    restored,
+                    component,
+                    forced,
+                    reply,
+                } => {
+                    self.commit(std::mem::take(&mut commands));
+                    let _ = reply.send(self.executor.restore(&restored, component, forced));
                 }
             }
         }

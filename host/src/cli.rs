@@ -120,6 +120,39 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Takes a snapshot of a plugin now (in the running host).
+    Snapshot {
+        /// Plugin name.
+        plugin: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lists a plugin's snapshots: sequence, time, size, state hash, module.
+    Snapshots {
+        /// Plugin name.
+        plugin: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Restores a plugin of the running host: to its newest snapshot, to
+    /// the snapshot `--snapshot`, or to the state it had at `--to-sequence`.
+    /// The current state is snapshotted first (the answer names it), so a
+    /// restore can be undone by restoring that snapshot.
+    Restore {
+        /// Plugin name.
+        plugin: String,
+        /// The snapshot's sequence, as `keel snapshots` lists it.
+        #[arg(long, conflicts_with = "to_sequence")]
+        snapshot: Option<u64>,
+        /// Any past sequence (point in time).
+        #[arg(long)]
+        to_sequence: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Reads an API token from stdin and prints its SHA-256 (hex), the
     /// `token_sha256` to put in a `[[principal]]` of the configuration.
     /// Use a long random token, e.g. `openssl rand -hex 32`.
@@ -228,6 +261,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &format!("/v1/plugins/{plugin}/rollback/{module_hash}"),
             Vec::new(),
         ),
+        Command::Snapshot { plugin, client } => client_post(
+            &client,
+            &format!("/v1/plugins/{plugin}/snapshots"),
+            Vec::new(),
+        ),
+        Command::Snapshots {
+            plugin,
+            json,
+            client,
+        } => list_snapshots(&client, &plugin, json),
+        Command::Restore {
+            plugin,
+            snapshot,
+            to_sequence,
+            client,
+        } => {
+            let query = match (snapshot, to_sequence) {
+                (Some(s), _) => format!("?snapshot={s}"),
+                (_, Some(n)) => format!("?to_sequence={n}"),
+                _ => String::new(),
+            };
+            client_post(
+                &client,
+                &format!("/v1/plugins/{plugin}/restore{query}"),
+                Vec::new(),
+            )
+        }
         Command::HashToken => hash_token(),
         Command::Verify {
             data_dir,
@@ -368,6 +428,68 @@ fn client_post(client: &ClientArgs, path: &str, body: Vec<u8>) -> anyhow::Result
     )
 }
 
+fn list_snapshots(client: &ClientArgs, plugin: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let (agent, auth) = agent(client)?;
+    let url = format!(
+        "{}/v1/plugins/{plugin}/snapshots",
+        client.addr.trim_end_matches('/')
+    );
+    let mut req = agent.get(&url);
+    if let Some(auth) = &auth {
+        req = req.header("Authorization", auth);
+    }
+    let mut response = req.call().with_context(|| format!("connecting to {url}"))?;
+    if json || !response.status().is_success() {
+        return finish(response);
+    }
+    let list: Vec<serde_json::Value> = response
+        .body_mut()
+        .read_json()
+        .context("reading the snapshot list")?;
+    println!(
+        "{:>12}  {:24}  {:>12}  {:>10}  {:16}  {:16}  reason",
+        "sequence", "taken", "bytes", "rows", "state hash", "module"
+    );
+    for s in list {
+        let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+        let number = |k: &str| s[k].as_u64().unwrap_or_default();
+        println!(
+            "{:>12}  {:24}  {:>12}  {:>10}  {:16}  {:16}  {}",
+            number("sequence"),
+            format_ms(number("created_ms")),
+            number("bytes"),
+            number("rows"),
+            text("state_hash").get(..16).unwrap_or_default(),
+            text("module_hash").get(..16).unwrap_or_default(),
+            text("reason"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -445,6 +567,13 @@ fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Re
             crate::storage::EntryKind::Migrate { from_schema, .. } => {
                 ("migrate", format!("from schema {from_schema}"))
             }
+            crate::storage::EntryKind::Restore {
+                to_sequence,
+                from_snapshot,
+            } => (
+                "restore",
+                format!("to sequence {to_sequence} (from the snapshot at {from_snapshot})"),
+            ),
         };
         let outcome = match &entry.outcome {
             crate::storage::Outcome::Ok(r) => serde_json::json!({"ok": String::from_utf8_lossy(r)}),

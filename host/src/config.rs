@@ -220,6 +220,8 @@ pub struct HostConfig {
     pub batch: BatchConfig,
     /// When the write-ahead log is folded into a durable redb commit.
     pub checkpoint: crate::storage::CheckpointPolicy,
+    /// When each plugin's snapshot is taken and how many are kept.
+    pub snapshots: crate::snapshot::SnapshotPolicy,
     /// Per-call limits.
     pub limits: Limits,
     /// How plugins' instances run.
@@ -240,6 +242,7 @@ impl Default for HostConfig {
             http: HttpConfig::default(),
             batch: BatchConfig::default(),
             checkpoint: Default::default(),
+            snapshots: Default::default(),
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             plugins: Vec::new(),

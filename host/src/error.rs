@@ -2,6 +2,7 @@
 //! what was wrong; [`HostError::http_status`] maps it for the HTTP API.
 
 use crate::runtime::LoadError;
+use crate::snapshot::{FormatError, SnapshotError};
 use crate::storage::StorageError;
 
 /// A refusal or failure, as a client sees it.
@@ -69,6 +70,9 @@ pub enum HostError {
     /// A valid credential without the right to this route or plugin.
     #[error("{0}")]
     Forbidden(String),
+    /// A snapshot could not be taken, read or used.
+    #[error("{0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
 }
 
 impl From<StorageError> for HostError {
@@ -92,6 +96,11 @@ impl HostError {
             HostError::Stopped => "stopped",
             HostError::Unauthorized(_) => "unauthorized",
             HostError::Forbidden(_) => "forbidden",
+            HostError::Snapshot(SnapshotError::NotFound(_)) => "not-found",
+            HostError::Snapshot(SnapshotError::Format(FormatError::Damaged(_))) => {
+                "snapshot-damaged"
+            }
+            HostError::Snapshot(_) => "snapshot-failed",
         }
     }
 
@@ -108,6 +117,9 @@ impl HostError {
             HostError::Storage(_) => 500,
             HostError::Unauthorized(_) => 401,
             HostError::Forbidden(_) => 403,
+            HostError::Snapshot(SnapshotError::NotFound(_)) => 404,
+            HostError::Snapshot(SnapshotError::Format(FormatError::Damaged(_))) => 422,
+            HostError::Snapshot(_) => 500,
         }
     }
 

@@ -57,6 +57,20 @@ fn commit_deployment(
     batch.commit_durable()
 }
 
+/// A plugin state to install: the rows a plugin had at one sequence and
+/// its record then (from a snapshot, a replay to that sequence or an
+/// import).
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The record as of `record.last_sequence`; its active deployment is
+    /// the module that state belongs to, its state hash the rows' hash.
+    pub record: PluginRecord,
+    /// Ascending `(table ‖ 00 ‖ key, value)` pairs, as in a snapshot.
+    pub rows: crate::snapshot::SnapshotRows,
+    /// The snapshot the state was built from.
+    pub from_snapshot: u64,
+}
+
 /// One call to journal and run inside a batch.
 #[derive(Debug, Clone)]
 pub enum Call {
@@ -328,13 +342,8 @@ impl Executor {
                 info.name, self.record.name
             )));
         }
-        let (sequence, timestamp_ms) = forced.unwrap_or((
-            self.record.last_sequence + 1,
-            now_ms().max(self.record.last_timestamp_ms),
-        ));
-        let mut batch = self.db.begin_batch(self.record.id)?;
-        batch.set_state_hash(self.record.state_hash);
-        batch.begin_command();
+        let (sequence, timestamp_ms) = self.next_position(forced);
+        let batch = self.begin_single()?;
         // A migration may rewrite the whole state: it gets its own budget.
         let limits = self.limits;
         let (batch, migrated) = with_batch(&mut candidate, batch, |instance| {
@@ -375,15 +384,150 @@ impl Executor {
             caller: None,
         };
         // Queries that read the migrated state must find its component.
-        self.components
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(component.hash, component.clone());
+        self.know_component(&component);
         commit_deployment(&self.db, batch, &record, &entry, &component)?;
         self.instance = candidate;
         self.publish(record);
         Ok(deployment)
     }
+}
+
+impl Executor {
+    /// Replaces the plugin's state with `restored` in one batch, journaled
+    /// as a `Restore` entry: rows the target lacks are removed, differing
+    /// rows written; the result must hash to the target's state hash, or
+    /// nothing changes. When the target's module is not the active one,
+    /// it becomes active again (a deployment at this sequence).
+    pub fn restore(
+        &mut self,
+        restored: &Restored,
+        component: LoadedComponent,
+        forced: Option<(u64, u64)>,
+    ) -> Result<u64, HostError> {
+        let target = restored.record.active().clone();
+        if component.hash != target.module_hash {
+            return Err(HostError::Deploy(
+                "the component given for a restore is not the state's module".into(),
+            ));
+        }
+        let (sequence, timestamp_ms) = self.next_position(forced);
+        let batch = install_rows(self.begin_single()?, self.record.id, restored)?;
+        let mut record = self.record.clone();
+        let switch = record.active().module_hash != target.module_hash;
+        if switch {
+            record.deployments.push(Deployment {
+                sequence,
+                ..target.clone()
+            });
+        }
+        record.last_sequence = sequence;
+        record.last_timestamp_ms = timestamp_ms;
+        record.state_hash = restored.record.state_hash;
+        let response = serde_json::json!({
+            "restored_to": restored.record.last_sequence,
+            "from_snapshot": restored.from_snapshot,
+            "state_hash": restored.record.state_hash.to_hex(),
+        });
+        let entry = JournalEntry {
+            sequence,
+            timestamp_ms,
+            module_hash: target.module_hash,
+            kind: EntryKind::Restore {
+                to_sequence: restored.record.last_sequence,
+                from_snapshot: restored.from_snapshot,
+            },
+            outcome: Outcome::Ok(response.to_string().into_bytes()),
+            caller: None,
+        };
+        self.know_component(&component);
+        commit_deployment(&self.db, batch, &record, &entry, &component)?;
+        if switch {
+            let name: Arc<str> = record.name.as_str().into();
+            self.instance =
+                PluginInstance::new(component, name, record.id, self.limits, self.policy);
+        }
+        self.publish(record);
+        Ok(sequence)
+    }
+
+    /// A new plugin (id `id`) that starts from `restored`'s rows and
+    /// record (an import, or a scratch copy for a restore or a dry run):
+    /// the rows are written in one batch, checked against the record's
+    /// state hash, and the journal continues after its last sequence.
+    pub fn seed(
+        db: Db,
+        component: LoadedComponent,
+        id: u32,
+        restored: &Restored,
+        limits: Limits,
+        policy: InstancePolicy,
+    ) -> Result<Executor, HostError> {
+        let mut record = restored.record.clone();
+        record.id = id;
+        if component.hash != record.active().module_hash {
+            return Err(HostError::Deploy(
+                "the component given is not the module of the state".into(),
+            ));
+        }
+        let exec = Executor::new(db, component.clone(), record.clone(), limits, policy);
+        let mut batch = exec.db.begin_batch(id)?;
+        batch.begin_command();
+        let mut batch = install_rows(batch, id, restored)?;
+        if let Err(e) = exec.db.store_module(&component.hash, &component.bytes) {
+            batch.abort();
+            return Err(e.into());
+        }
+        batch.put_plugin(&record)?;
+        batch.commit_durable()?;
+        Ok(exec)
+    }
+}
+
+impl Executor {
+    /// The (sequence, timestamp) of the next journal entry: `forced` when
+    /// replaying, else the next sequence at a timestamp that never goes back.
+    fn next_position(&self, forced: Option<(u64, u64)>) -> (u64, u64) {
+        forced.unwrap_or((
+            self.record.last_sequence + 1,
+            now_ms().max(self.record.last_timestamp_ms),
+        ))
+    }
+
+    /// Lets queries that read state made by `component` find it (added
+    /// before the batch that makes such state commits).
+    fn know_component(&self, component: &LoadedComponent) {
+        self.components
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(component.hash, component.clone());
+    }
+
+    /// A batch for one entry of its own (a migration, a restore).
+    fn begin_single(&self) -> Result<Batch, StorageError> {
+        let mut batch = self.db.begin_batch(self.record.id)?;
+        batch.set_state_hash(self.record.state_hash);
+        batch.begin_command();
+        Ok(batch)
+    }
+}
+
+/// Makes `batch`'s rows exactly `restored`'s and checks that they hash to
+/// its record's state hash; on any failure the batch is aborted.
+fn install_rows(mut batch: Batch, plugin_id: u32, restored: &Restored) -> Result<Batch, HostError> {
+    if let Err(e) = batch.replace_rows(plugin_id, &restored.rows) {
+        batch.abort();
+        return Err(e.into());
+    }
+    if batch.state_hash() != restored.record.state_hash {
+        let found = batch.state_hash().to_hex();
+        batch.abort();
+        return Err(HostError::Deploy(format!(
+            "the rows hash to {found}, not the {} recorded at sequence {}; nothing changed",
+            restored.record.state_hash.to_hex(),
+            restored.record.last_sequence
+        )));
+    }
+    Ok(batch)
 }
 
 /// Runs one command on `instance` (whose storage is the batch): its writes

@@ -13,9 +13,12 @@ use crate::actor::{self, ActorHandle, Receipt, Request};
 use crate::caller::Caller;
 use crate::config::{HostConfig, PluginSpec};
 use crate::error::HostError;
-use crate::executor::{Executor, Scheduled};
+use crate::executor::{Executor, Restored, Scheduled};
 use crate::limits::PLUGIN_NAME_SIZE_BYTES_MAX;
+use crate::restore::{RestoreReport, RestoreTarget};
 use crate::runtime::{LoadedComponent, Runtime};
+use crate::snapshot::schedule::Scheduler;
+use crate::snapshot::{SnapshotInfo, SnapshotStore};
 use crate::state_hash::hex;
 use crate::storage::{Db, Deployment, Durability, PluginRecord};
 
@@ -121,6 +124,10 @@ pub struct Host {
     plugins: RwLock<BTreeMap<String, PluginSlot>>,
     /// Serialises deployments (first deploy and upgrades).
     deploy_lock: std::sync::Mutex<()>,
+    /// The plugins' snapshot files.
+    snapshots: Arc<SnapshotStore>,
+    /// Takes snapshots by policy (stopped first at shutdown).
+    scheduler: std::sync::Mutex<Option<Scheduler>>,
 }
 
 fn validate_plugin_name(name: &str) -> Result<(), HostError> {
@@ -176,12 +183,15 @@ impl Host {
                 "durability is RELAXED: commits are not fsynced, a crash may lose acknowledged commands"
             );
         }
+        let snapshots = Arc::new(SnapshotStore::new(&config.data_dir));
         let host = Host {
             db,
             runtime,
             config,
             plugins: RwLock::new(BTreeMap::new()),
             deploy_lock: std::sync::Mutex::new(()),
+            snapshots,
+            scheduler: std::sync::Mutex::new(None),
         };
         for record in host.db.plugins()? {
             let hash = record.active().module_hash;
@@ -200,7 +210,127 @@ impl Host {
             host.deploy(&bytes, config.as_deref())
                 .map_err(|e| anyhow::anyhow!("deploying {}: {e}", spec_label(&spec)))?;
         }
+        let scheduler = Scheduler::spawn(
+            host.db.clone(),
+            host.snapshots.clone(),
+            host.config.snapshots,
+            Box::new(|_record| {}),
+        )
+        .context("starting the snapshot scheduler")?;
+        *host.scheduler.lock().unwrap_or_else(|p| p.into_inner()) = Some(scheduler);
         Ok(host)
+    }
+
+    fn stop_scheduler(&self) {
+        let scheduler = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut scheduler) = scheduler {
+            scheduler.stop();
+        }
+    }
+
+    /// The plugins' snapshot files.
+    pub fn snapshot_store(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// Takes a snapshot of `plugin` now (commands keep running; see
+    /// [`crate::snapshot`]) and applies the retention policy.
+    pub fn snapshot(&self, plugin: &str) -> Result<SnapshotInfo, HostError> {
+        let id = self.plugin(plugin)?.id;
+        let info = self.snapshots.take(&self.db, id, "on-demand")?;
+        self.snapshots.prune(plugin, &self.config.snapshots)?;
+        Ok(info)
+    }
+
+    /// Restores `plugin` to a snapshot or a past sequence while every
+    /// other plugin keeps serving (see [`crate::restore`]).
+    pub fn restore(&self, plugin: &str, target: RestoreTarget) -> Result<RestoreReport, HostError> {
+        crate::restore::restore(self, plugin, target)
+    }
+
+    /// Installs `restored` as `plugin`'s state at its next batch boundary,
+    /// journaled as a `Restore` entry (at `forced`, when replaying);
+    /// returns the entry's sequence.
+    pub(crate) fn install_restored(
+        &self,
+        plugin: &str,
+        restored: Restored,
+        component: LoadedComponent,
+        forced: Option<(u64, u64)>,
+    ) -> Result<u64, HostError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            plugin,
+            Request::Restore {
+                restored: Box::new(restored),
+                component,
+                forced,
+                reply,
+            },
+        )?;
+        rx.blocking_recv().map_err(|_| HostError::Stopped)?
+    }
+
+    /// Creates a new plugin whose state starts as `restored` (rows and
+    /// record; the journal continues after its last sequence). Refused if
+    /// a plugin of that name exists.
+    pub fn seed_plugin(
+        &self,
+        component: LoadedComponent,
+        restored: &Restored,
+    ) -> Result<PluginStatus, HostError> {
+        let _guard = self.deploy_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let name = restored.record.name.clone();
+        validate_plugin_name(&name)?;
+        if self
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&name)
+        {
+            return Err(HostError::Deploy(format!("a plugin named {name} exists")));
+        }
+        let id = self.next_plugin_id()?;
+        let executor = Executor::seed(
+            self.db.clone(),
+            component,
+            id,
+            restored,
+            self.config.limits,
+            self.config.runtime.instance_policy(&name),
+        )?;
+        self.spawn(executor)
+            .map_err(|e| HostError::Deploy(format!("{e:#}")))?;
+        self.plugin(&name)
+    }
+
+    /// `plugin`'s record as of its last committed batch.
+    pub fn record(&self, plugin: &str) -> Result<PluginRecord, HostError> {
+        self.with_actor(plugin, |actor| {
+            Ok(actor
+                .record
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone())
+        })
+    }
+
+    /// Where compiled components are cached.
+    pub fn cache_dir(&self) -> std::path::PathBuf {
+        self.config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.config.data_dir.join("cache"))
+    }
+
+    /// `plugin`'s snapshots, oldest first.
+    pub fn snapshots(&self, plugin: &str) -> Result<Vec<SnapshotInfo>, HostError> {
+        self.plugin(plugin)?;
+        Ok(self.snapshots.list(plugin)?)
     }
 
     fn start(&self, record: PluginRecord, component: LoadedComponent) -> anyhow::Result<()> {
@@ -539,6 +669,7 @@ impl Host {
     /// Stops cleanly: every queued command is committed and answered, and
     /// a checkpoint leaves nothing in the write-ahead log to recover.
     pub fn shutdown(self) {
+        self.stop_scheduler();
         let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
         for slot in plugins.values_mut() {
             slot.actor.stop();
@@ -555,6 +686,7 @@ impl Host {
     /// one are lost, as in a power cut; the write-ahead log must bring them
     /// back). For tests of recovery.
     pub fn crash(self) {
+        self.stop_scheduler();
         {
             let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
             for slot in plugins.values_mut() {

@@ -10,6 +10,9 @@
 //! | POST | `/v1/plugins/{name}/queries` | `client` or `operator` (allowed the plugin) | query JSON | `{"response": ...}` |
 //! | POST | `/v1/plugins` | `admin` | component bytes (`?config=<json>`) | deploy or hot-swap |
 //! | POST | `/v1/plugins/{name}/rollback/{module_hash}` | `admin` | | make an earlier version active |
+//! | GET | `/v1/plugins/{name}/snapshots` | any (allowed the plugin) | | the plugin's snapshots, oldest first |
+//! | POST | `/v1/plugins/{name}/snapshots` | `admin` | | take a snapshot now |
+//! | POST | `/v1/plugins/{name}/restore` | `admin` | | back to the newest snapshot, `?snapshot=<sequence>` or `?to_sequence=<n>` (the plugin's other commands wait; other plugins serve) |
 //! | GET | `/metrics` | none (open) | | Prometheus text |
 //!
 //! **Authentication** ([`crate::auth`]): with principals configured, every
@@ -81,6 +84,7 @@ use crate::limits::{
     BODY_DRAIN_BYTES_MAX, COMPONENT_SIZE_BYTES_MAX, HTTP_DEPLOY_UPLOADS_MAX,
     HTTP_HEADERS_BYTES_MAX, HTTP_READ_BUFFER_BYTES_MAX, HTTP_URI_BYTES_MAX,
 };
+use crate::restore::RestoreTarget;
 
 #[derive(Clone)]
 struct AppState {
@@ -354,6 +358,53 @@ async fn rollback(
     }
 }
 
+async fn snapshots(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    match app.host.snapshots(&name) {
+        Ok(list) => json_response(StatusCode::OK, to_json(&list)),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn take_snapshot(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    let host = app.host.clone();
+    match tokio::task::spawn_blocking(move || host.snapshot(&name)).await {
+        Ok(Ok(info)) => json_response(StatusCode::OK, to_json(&info)),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&HostError::Storage(format!("snapshot task failed: {e}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct RestoreParams {
+    snapshot: Option<u64>,
+    to_sequence: Option<u64>,
+}
+
+async fn restore(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<RestoreParams>,
+) -> Response {
+    let target = match (params.snapshot, params.to_sequence) {
+        (None, None) => RestoreTarget::Newest,
+        (Some(s), None) => RestoreTarget::Snapshot(s),
+        (None, Some(n)) => RestoreTarget::Sequence(n),
+        (Some(_), Some(_)) => {
+            return plain_error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "give `snapshot` or `to_sequence`, not both",
+            );
+        }
+    };
+    let host = app.host.clone();
+    match tokio::task::spawn_blocking(move || host.restore(&name, target)).await {
+        Ok(Ok(report)) => json_response(StatusCode::OK, to_json(&report)),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&HostError::Storage(format!("restore task failed: {e}"))),
+    }
+}
+
 async fn metrics(State(app): State<AppState>) -> Response {
     let status = app.host.status();
     let mut out = String::new();
@@ -596,6 +647,18 @@ pub fn router(host: Arc<Host>, access: Arc<Access>) -> Router {
         .route(
             "/v1/plugins/{name}/queries",
             guarded(post(query), &app, Need::Client),
+        )
+        .route(
+            "/v1/plugins/{name}/snapshots",
+            guarded(get(snapshots), &app, Need::AnyForPlugin).merge(guarded(
+                post(take_snapshot),
+                &app,
+                Need::Admin,
+            )),
+        )
+        .route(
+            "/v1/plugins/{name}/restore",
+            guarded(post(restore), &app, Need::Admin),
         )
         .route(
             "/v1/plugins/{name}/rollback/{hash}",

@@ -13,6 +13,7 @@ pub mod http;
 pub mod limits;
 pub mod query;
 pub mod runtime;
+pub mod snapshot;
 pub mod state_hash;
 pub mod storage;
 
@@ -22,4 +23,5 @@ pub use error::HostError;
 pub use host::{Host, HostStatus, PluginStatus};
 pub use storage::Durability;
 pub mod replay;
+pub mod restore;
 pub mod testkit;

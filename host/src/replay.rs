@@ -1,22 +1,27 @@
 //! Replay: re-executes a database's journal, plugin by plugin and in
 //! sequence order, into a fresh host, and compares every plugin's state
 //! hash with the one the source recorded. This is the check behind
-//! invariant 3 (recovery equals replay) and `keel verify`.
+//! invariant 3 (recovery equals replay) and `keel verify`; restores to a
+//! past sequence are built the same way ([`Source::state_at`]).
 //!
 //! Successful entries are re-executed with their journaled sequence,
-//! timestamp and caller (so the plugin sees exactly what it saw); failed entries are
-//! copied without running, since a failed command leaves no trace in state.
+//! timestamp and caller (so the plugin sees exactly what it saw); failed
+//! entries are copied without running, since a failed command leaves no
+//! trace in state. A `Restore` entry is replayed by building the state it
+//! names (the source's state at its `to_sequence`) and installing it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::config::HostConfig;
 use crate::error::HostError;
-use crate::executor::{Call, Scheduled};
+use crate::executor::{Call, Restored, Scheduled};
 use crate::host::Host;
+use crate::snapshot::{SnapshotPolicy, SnapshotStore};
 use crate::state_hash::hex;
-use crate::storage::{Db, Durability, EntryKind, Outcome};
+use crate::storage::{Db, Durability, EntryKind, JournalEntry, Outcome, PluginRecord};
 
 /// Journal entries read and replayed per step.
 const REPLAY_CHUNK_ENTRIES: u64 = 4096;
@@ -43,6 +48,188 @@ impl Verification {
     }
 }
 
+/// Where a replay reads from: a database's journal and modules, and
+/// optionally its snapshots (to start a past state from the newest
+/// snapshot before it instead of from the first entry).
+pub struct Source<'a> {
+    /// The source database.
+    pub db: &'a Db,
+    /// The source's snapshots, if any may be used.
+    pub snapshots: Option<&'a SnapshotStore>,
+    /// Where compiled components are cached (shared with scratch hosts).
+    pub cache_dir: PathBuf,
+}
+
+/// A throwaway host in `dir` (relaxed durability, no scheduled
+/// snapshots) sharing the compiled-component cache `cache_dir`.
+pub fn scratch_host(dir: &Path, cache_dir: &Path) -> anyhow::Result<Host> {
+    Host::open(HostConfig {
+        data_dir: dir.to_path_buf(),
+        cache_dir: Some(cache_dir.to_path_buf()),
+        durability: Durability::Relaxed,
+        snapshots: SnapshotPolicy::OFF,
+        ..HostConfig::default()
+    })
+}
+
+impl Source<'_> {
+    /// The component bytes stored under `hash` (database, else snapshot
+    /// modules).
+    pub fn module(&self, hash: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
+        if let Some(bytes) = self.db.module(hash)? {
+            return Ok(bytes);
+        }
+        if let Some(store) = self.snapshots
+            && let Some(bytes) = store.module(hash)?
+        {
+            return Ok(bytes);
+        }
+        anyhow::bail!("module {} is missing from the source", hex(hash))
+    }
+
+    fn entries(
+        &self,
+        record: &PluginRecord,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Vec<JournalEntry>> {
+        let entries = self.db.journal(record.id, from, to)?;
+        anyhow::ensure!(
+            entries.len() as u64 == to - from + 1,
+            "the journal of {} lacks entries between {from} and {to} ({} of {} found)",
+            record.name,
+            entries.len(),
+            to - from + 1
+        );
+        Ok(entries)
+    }
+
+    /// The state `record`'s plugin had at `sequence`: the newest snapshot
+    /// at or before it (or nothing), then the journal after it replayed
+    /// in a scratch host with the modules that ran it; every response must
+    /// equal the journaled one. Returns the state and the entries replayed.
+    pub fn state_at(
+        &self,
+        record: &PluginRecord,
+        sequence: u64,
+    ) -> anyhow::Result<(Restored, u64)> {
+        anyhow::ensure!(
+            (1..=record.last_sequence).contains(&sequence),
+            "{} has no sequence {sequence} (its journal runs 1..={})",
+            record.name,
+            record.last_sequence
+        );
+        let snapshot = match self.snapshots {
+            Some(store) => store.newest_at_or_before(&record.name, sequence)?,
+            None => None,
+        };
+        let dir = tempfile::tempdir().context("creating a scratch directory")?;
+        let scratch = scratch_host(dir.path(), &self.cache_dir)?;
+        let result = (|| {
+            let (from, from_snapshot) = match (snapshot, self.snapshots) {
+                (Some(at), Some(store)) => {
+                    let snap = store.read(&record.name, at)?;
+                    let hash = snap.header.record.active().module_hash;
+                    let component = scratch.load_component(&self.module(&hash)?)?;
+                    let restored = Restored {
+                        record: snap.header.record,
+                        rows: snap.rows,
+                        from_snapshot: at,
+                    };
+                    scratch.seed_plugin(component, &restored)?;
+                    (at + 1, at)
+                }
+                _ => (1, 0),
+            };
+            let mismatches = replay_range(self, &scratch, record, from, sequence, &mut |_| {})?;
+            anyhow::ensure!(
+                mismatches.is_empty(),
+                "replaying {} from {from} to {sequence} gave other responses than the journal at sequences {mismatches:?}",
+                record.name
+            );
+            let id = scratch.plugin(&record.name)?.id;
+            let view = scratch.db().view(id)?;
+            let state = view
+                .record()?
+                .context("the scratch copy has no plugin record")?;
+            let mut rows = Vec::with_capacity(view.row_count());
+            view.for_each_row(|k, v| {
+                rows.push((k.to_vec(), v.to_vec()));
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+            Ok((
+                Restored {
+                    record: state,
+                    rows,
+                    from_snapshot,
+                },
+                sequence + 1 - from,
+            ))
+        })();
+        scratch.shutdown();
+        result
+    }
+}
+
+/// Replays entries `from..=to` of `record`'s plugin from `source` into
+/// `target` (which holds the plugin's state at `from - 1`, or no such
+/// plugin when `from` is 1). Returns the sequences whose responses
+/// differed from the journaled ones (the first 16). `progress` gets the
+/// last sequence done after each chunk.
+pub fn replay_range(
+    source: &Source<'_>,
+    target: &Host,
+    record: &PluginRecord,
+    from: u64,
+    to: u64,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<Vec<u64>> {
+    let mut mismatches = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let last = (next + REPLAY_CHUNK_ENTRIES - 1).min(to);
+        let mut pending = Vec::new();
+        for entry in source.entries(record, next, last)? {
+            let forced = Some((entry.sequence, entry.timestamp_ms));
+            match &entry.kind {
+                EntryKind::Init { config } => {
+                    let component = target.load_component(&source.module(&entry.module_hash)?)?;
+                    target.deploy_loaded(component, Some(config), forced)?;
+                }
+                EntryKind::Migrate { .. } => {
+                    drain(&mut pending, &mut mismatches)?;
+                    let component = target.load_component(&source.module(&entry.module_hash)?)?;
+                    target.deploy_loaded(component, None, forced)?;
+                }
+                EntryKind::Restore { to_sequence, .. } => {
+                    drain(&mut pending, &mut mismatches)?;
+                    let (restored, _) = source.state_at(record, *to_sequence)?;
+                    let component = target.load_component(&source.module(&entry.module_hash)?)?;
+                    target.install_restored(&record.name, restored, component, forced)?;
+                }
+                EntryKind::Command { bytes } => {
+                    let call = match &entry.outcome {
+                        Outcome::Ok(_) => Call::Command(bytes.clone()),
+                        Outcome::Err { .. } => Call::RecordedFailure(entry.clone()),
+                    };
+                    let scheduled = Scheduled {
+                        call,
+                        forced,
+                        caller: entry.caller.clone(),
+                    };
+                    let rx = target.enqueue_scheduled(&record.name, scheduled)?;
+                    pending.push((entry.sequence, entry.outcome.clone(), rx));
+                }
+            }
+        }
+        drain(&mut pending, &mut mismatches)?;
+        progress(last);
+        next = last + 1;
+    }
+    Ok(mismatches)
+}
+
 /// Replays every plugin of `source` into a fresh host whose data lives in
 /// `scratch_dir` (which should be empty), with compiled components cached
 /// in a shared temporary directory. `progress` is called with (plugin,
@@ -67,59 +254,20 @@ pub fn replay_with_cache(
     cache_dir: &Path,
     mut progress: impl FnMut(&str, u64, u64),
 ) -> anyhow::Result<Vec<Verification>> {
-    let config = HostConfig {
-        data_dir: scratch_dir.to_path_buf(),
-        cache_dir: Some(cache_dir.to_path_buf()),
-        durability: Durability::Relaxed,
-        ..HostConfig::default()
+    let target = scratch_host(scratch_dir, cache_dir)?;
+    let source = Source {
+        db: source,
+        snapshots: None,
+        cache_dir: cache_dir.to_path_buf(),
     };
-    let target = Host::open(config)?;
-    let mut records = source.plugins()?;
+    let mut records = source.db.plugins()?;
     records.sort_by_key(|r| r.id);
     let mut out = Vec::new();
     for record in records {
-        let mut mismatches = Vec::new();
-        let mut next = 1;
-        while next <= record.last_sequence {
-            let to = (next + REPLAY_CHUNK_ENTRIES - 1).min(record.last_sequence);
-            let entries = source.journal(record.id, next, to)?;
-            anyhow::ensure!(
-                entries.len() as u64 == to - next + 1,
-                "journal of {} has a gap between {next} and {to}",
-                record.name
-            );
-            let mut pending = Vec::new();
-            for entry in entries {
-                let forced = Some((entry.sequence, entry.timestamp_ms));
-                match &entry.kind {
-                    EntryKind::Init { config } => {
-                        let component = load(source, &target, &entry.module_hash)?;
-                        target.deploy_loaded(component, Some(config), forced)?;
-                    }
-                    EntryKind::Migrate { .. } => {
-                        drain(&mut pending, &mut mismatches)?;
-                        let component = load(source, &target, &entry.module_hash)?;
-                        target.deploy_loaded(component, None, forced)?;
-                    }
-                    EntryKind::Command { bytes } => {
-                        let call = match &entry.outcome {
-                            Outcome::Ok(_) => Call::Command(bytes.clone()),
-                            Outcome::Err { .. } => Call::RecordedFailure(entry.clone()),
-                        };
-                        let scheduled = Scheduled {
-                            call,
-                            forced,
-                            caller: entry.caller.clone(),
-                        };
-                        let rx = target.enqueue_scheduled(&record.name, scheduled)?;
-                        pending.push((entry.sequence, entry.outcome.clone(), rx));
-                    }
-                }
-            }
-            drain(&mut pending, &mut mismatches)?;
-            progress(&record.name, to, record.last_sequence);
-            next = to + 1;
-        }
+        let total = record.last_sequence;
+        let mismatches = replay_range(&source, &target, &record, 1, total, &mut |done| {
+            progress(&record.name, done, total)
+        })?;
         let replayed = target.plugin(&record.name)?;
         out.push(Verification {
             plugin: record.name.clone(),
@@ -152,15 +300,4 @@ fn drain(pending: &mut Pending, mismatches: &mut Vec<u64>) -> anyhow::Result<()>
         }
     }
     Ok(())
-}
-
-fn load(
-    source: &Db,
-    target: &Host,
-    hash: &[u8; 32],
-) -> anyhow::Result<crate::runtime::LoadedComponent> {
-    let bytes = source.module(hash)?.ok_or_else(|| {
-        anyhow::anyhow!("module {} is missing from the source database", hex(hash))
-    })?;
-    Ok(target.load_component(&bytes)?)
 }

@@ -200,6 +200,56 @@ impl Batch {
         Ok(existed)
     }
 
+    /// Makes the plugin's rows exactly `target` — ascending
+    /// `(table ‖ 00 ‖ key, value)` pairs, as in a snapshot: removes every
+    /// row `target` lacks and writes every row whose value differs, each
+    /// through [`Batch::write`] (undo log, state hash, redo record).
+    /// Returns (rows removed, rows written).
+    pub fn replace_rows(
+        &mut self,
+        plugin_id: u32,
+        target: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(u64, u64), StorageError> {
+        let corrupt = |why: &str| StorageError::Corrupt {
+            what: "a row to restore".into(),
+            why: why.into(),
+        };
+        let current = self.resident().rows.clone();
+        let prefix = plugin_id.to_be_bytes();
+        let mut removed = 0;
+        for (full, _) in current.iter() {
+            let Some(key) = full.strip_prefix(prefix.as_slice()) else {
+                continue;
+            };
+            if target
+                .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                .is_err()
+            {
+                let (table, plugin_key) =
+                    super::keys::split_state_key(full).ok_or_else(|| corrupt("no table"))?;
+                self.write(plugin_id, table, plugin_key, None)?;
+                removed += 1;
+            }
+        }
+        let mut written = 0;
+        for (key, value) in target {
+            let mut full = prefix.to_vec();
+            full.extend_from_slice(key);
+            if current.get(full.as_slice()).map(|v| v.as_ref()) == Some(value.as_slice()) {
+                continue;
+            }
+            let nul = key
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| corrupt("no table"))?;
+            let table = std::str::from_utf8(&key[..nul]).map_err(|_| corrupt("table not UTF-8"))?;
+            super::keys::validate_table_name(table).map_err(|_| corrupt("bad table name"))?;
+            self.write(plugin_id, table, &key[nul + 1..], Some(value))?;
+            written += 1;
+        }
+        Ok((removed, written))
+    }
+
     /// The next chunk of a scan, seeing this batch's writes.
     pub fn scan_chunk(
         &mut self,

@@ -51,6 +51,16 @@ pub enum EntryKind {
         /// Its schema.
         from_schema: u32,
     },
+    /// The state was replaced by the state the plugin had at sequence
+    /// `to_sequence` (built from the snapshot at `from_snapshot` and the
+    /// journal after it); the entry's module is the one active then,
+    /// active again from here. No plugin code ran.
+    Restore {
+        /// The sequence whose state the plugin has again.
+        to_sequence: u64,
+        /// The snapshot the state was built from.
+        from_snapshot: u64,
+    },
 }
 
 /// How the call ended.

@@ -228,6 +228,31 @@ impl ReadView {
         Ok(scan_chunk_in(&self.rows, plugin_id, scan, max_entries))
     }
 
+    /// How many rows the plugin has.
+    pub fn row_count(&self) -> usize {
+        // The resident map holds only this plugin's rows.
+        self.rows.len()
+    }
+
+    /// Calls `f` with every row of the plugin in key order: the key as
+    /// `table ‖ 00 ‖ plugin key` (without the host-assigned plugin id),
+    /// and the value. Stops at the first error.
+    pub fn for_each_row<E>(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.plugin_id.to_be_bytes().to_vec();
+        let end = plugin_end(self.plugin_id);
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (
+            Bound::Included(start.as_slice()),
+            Bound::Excluded(end.as_slice()),
+        );
+        for (k, v) in self.rows.range::<_, [u8]>(bounds) {
+            f(&k[4..], v)?;
+        }
+        Ok(())
+    }
+
     /// Every (table, key) → value of the plugin.
     pub fn dump(&self) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
         let start = self.plugin_id.to_be_bytes().to_vec();
