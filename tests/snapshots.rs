@@ -227,3 +227,93 @@ fn scheduled_snapshots_follow_the_policy_and_every_listed_one_verifies() {
         newest
     );
 }
+
+#[test]
+fn journal_older_than_the_oldest_snapshot_moves_to_the_archive_and_stays_readable() {
+    let t = TestHost::with_config(|c| {
+        c.snapshots = keel_host::snapshot::SnapshotPolicy::OFF;
+        c.snapshots.keep_newest = 2;
+        c.checkpoint.interval_ms = 20;
+    });
+    t.deploy_file(plugins::COUNTER);
+    let mut hashes = BTreeMap::new();
+    for round in 0..6u64 {
+        for i in 0..50 {
+            add(&t, round * 50 + i);
+            let s = t.status("counter");
+            hashes.insert(s.last_sequence, s.state_hash);
+        }
+        t.host().db().checkpoint().unwrap();
+        t.host().snapshot("counter").unwrap();
+    }
+    let id = t.status("counter").id;
+    let snapshots = t.host().snapshots("counter").unwrap();
+    assert_eq!(snapshots.len(), 2);
+    // Everything up to the oldest retained snapshot left the database...
+    let mark = t.host().db().archived(id).unwrap();
+    assert_eq!(mark, snapshots[0].sequence);
+    let segments = t.host().db().archive_segments("counter").unwrap();
+    assert_eq!(segments.first().unwrap().first, 1);
+    assert_eq!(segments.last().unwrap().last, mark);
+    // ...and is still read, in order and without a gap, with what remains.
+    let journal = t.journal("counter");
+    let sequences: Vec<u64> = journal.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (1..=t.status("counter").last_sequence).collect::<Vec<_>>()
+    );
+    // Restore to a point only the archive holds, and replay from scratch.
+    let report = t
+        .host()
+        .restore("counter", RestoreTarget::Sequence(77))
+        .unwrap();
+    assert_eq!(
+        report.from_snapshot, 0,
+        "no snapshot at or before 77 is retained"
+    );
+    assert_eq!(t.state_hash("counter"), hashes[&77]);
+    assert!(t.verify_replay().iter().all(|v| v.ok()));
+
+    // A damaged segment is refused by name and offset; the live state stays.
+    let live = t.status("counter");
+    let path = &segments[0].path;
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(path, &bytes).unwrap();
+    let err = t
+        .host()
+        .restore("counter", RestoreTarget::Sequence(20))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("at byte"),
+        "{err}"
+    );
+    assert_eq!(t.status("counter").state_hash, live.state_hash);
+    assert_eq!(t.status("counter").last_sequence, live.last_sequence);
+}
+
+#[test]
+fn archive_retention_deletes_the_oldest_segments() {
+    let t = TestHost::with_config(|c| {
+        c.snapshots = keel_host::snapshot::SnapshotPolicy::OFF;
+        c.snapshots.keep_newest = 1;
+        c.archive.keep_segments_max = 2;
+    });
+    t.deploy_file(plugins::COUNTER);
+    for round in 0..5u64 {
+        for i in 0..20 {
+            add(&t, round * 20 + i);
+        }
+        t.host().db().checkpoint().unwrap();
+        t.host().snapshot("counter").unwrap();
+    }
+    let segments = t.host().db().archive_segments("counter").unwrap();
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    let id = t.status("counter").id;
+    let last = t.status("counter").last_sequence;
+    let journal = t.host().db().journal(id, 1, last).unwrap();
+    // What is left starts where the oldest kept segment starts.
+    assert_eq!(journal.first().unwrap().sequence, segments[0].first);
+    assert_eq!(journal.len() as u64, last - segments[0].first + 1);
+}

@@ -222,6 +222,9 @@ pub struct HostConfig {
     pub checkpoint: crate::storage::CheckpointPolicy,
     /// When each plugin's snapshot is taken and how many are kept.
     pub snapshots: crate::snapshot::SnapshotPolicy,
+    /// Where journal entries older than the oldest snapshot go, and for
+    /// how long.
+    pub archive: crate::storage::ArchivePolicy,
     /// Per-call limits.
     pub limits: Limits,
     /// How plugins' instances run.
@@ -243,6 +246,7 @@ impl Default for HostConfig {
             batch: BatchConfig::default(),
             checkpoint: Default::default(),
             snapshots: Default::default(),
+            archive: Default::default(),
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             plugins: Vec::new(),

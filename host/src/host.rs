@@ -210,11 +210,14 @@ impl Host {
             host.deploy(&bytes, config.as_deref())
                 .map_err(|e| anyhow::anyhow!("deploying {}: {e}", spec_label(&spec)))?;
         }
+        let (db, store, archive) = (host.db.clone(), host.snapshots.clone(), host.config.archive);
         let scheduler = Scheduler::spawn(
             host.db.clone(),
             host.snapshots.clone(),
             host.config.snapshots,
-            Box::new(|_record| {}),
+            Box::new(move |record| {
+                crate::snapshot::retire_journal(&db, &store, &archive, record.id, &record.name)
+            }),
         )
         .context("starting the snapshot scheduler")?;
         *host.scheduler.lock().unwrap_or_else(|p| p.into_inner()) = Some(scheduler);
@@ -243,6 +246,13 @@ impl Host {
         let id = self.plugin(plugin)?.id;
         let info = self.snapshots.take(&self.db, id, "on-demand")?;
         self.snapshots.prune(plugin, &self.config.snapshots)?;
+        crate::snapshot::retire_journal(
+            &self.db,
+            &self.snapshots,
+            &self.config.archive,
+            id,
+            plugin,
+        );
         Ok(info)
     }
 

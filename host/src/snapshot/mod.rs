@@ -460,6 +460,42 @@ impl SnapshotStore {
     }
 }
 
+/// Moves the journal entries of `record`'s plugin up to its oldest
+/// retained snapshot out of the database into the archive (when
+/// `policy.enabled`), and applies the archive's retention. Called after
+/// each snapshot and prune; failures are logged, the journal then simply
+/// stays in the database until the next round.
+pub fn retire_journal(
+    db: &Db,
+    store: &SnapshotStore,
+    policy: &crate::storage::ArchivePolicy,
+    plugin_id: u32,
+    plugin: &str,
+) {
+    if !policy.enabled {
+        return;
+    }
+    let oldest = match store.files(plugin) {
+        Ok(files) => files.first().map(|(s, _)| *s),
+        Err(e) => {
+            tracing::warn!(plugin, error = %e, "cannot list snapshots; the journal stays in the database");
+            return;
+        }
+    };
+    let Some(oldest) = oldest else { return };
+    match db.archive_journal(plugin_id, plugin, oldest, policy) {
+        Ok(Some(segment)) => tracing::debug!(
+            plugin,
+            first = segment.first,
+            last = segment.last,
+            bytes = segment.bytes,
+            "journal archived"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(plugin, error = %e, "archiving the journal failed"),
+    }
+}
+
 /// Fsyncs a directory, so that a rename or removal in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
     File::open(dir)

@@ -255,6 +255,7 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
         let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
         let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
         let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
+        let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
         for pin in pinned {
             // Each key once, its value now, in key order.
             let mut keys: Vec<&[u8]> = pin.keys.iter().map(|k| k.as_ref()).collect();
@@ -272,7 +273,9 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
                     }
                 }
             }
-            for (sequence, entry) in &pin.journal {
+            // Entries already moved to the archive never come back.
+            let archived = super::archive_mark(&meta, pin.plugin_id)?;
+            for (sequence, entry) in pin.journal.range(archived + 1..) {
                 journal
                     .insert((pin.plugin_id, *sequence), entry.as_ref())
                     .map_err(redb_err("checkpoint journal"))?;
@@ -284,6 +287,7 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
                     .map_err(redb_err("checkpoint plugin"))?;
             }
         }
+        drop(meta);
         if let Some(r) = cut {
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
             meta.insert(APPLIED_KEY, r.to_le_bytes().as_slice())

@@ -10,10 +10,12 @@
 //! | `modules` | BLAKE3 of the component bytes | the component bytes |
 //! | `meta` | `"format"` | format version (u32 LE) |
 //! | `meta` | `"wal_applied"` | last write-ahead log record held (u64 LE) |
+//! | `meta` | `"archived.<plugin id>"` | last journal sequence moved to the archive (u64 LE, see [`archive`]) |
 //!
 //! Table names never contain `00`, so the prefix `plugin id ‖ table ‖ 00`
 //! is unique per (plugin, table): a plugin cannot form another plugin's key.
 
+pub mod archive;
 pub mod batch;
 mod checkpoint;
 pub mod journal;
@@ -30,6 +32,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+pub use archive::{ArchivePolicy, Segment};
 pub use batch::Batch;
 pub use journal::{EntryKind, JournalEntry, Outcome};
 pub use keys::validate_table_name;
@@ -208,6 +211,10 @@ pub(crate) struct DbInner {
     synced: Mutex<Synced>,
     synced_changed: Condvar,
     schedule: Arc<checkpoint::Schedule>,
+    /// Where journal archive segments live (`<data_dir>/archive/`).
+    archive_root: std::path::PathBuf,
+    /// One archive round at a time.
+    archiving: Mutex<()>,
 }
 
 /// The write-ahead log's durable point, shared by everyone waiting for it.
@@ -361,6 +368,8 @@ impl Db {
             }),
             synced_changed: Condvar::new(),
             schedule: Arc::new(checkpoint::Schedule::new(policy)),
+            archive_root: path.parent().unwrap_or(Path::new(".")).join("archive"),
+            archiving: Mutex::new(()),
         });
         checkpoint::spawn(&inner).map_err(|source| StorageError::Log {
             op: "start the checkpointer",
@@ -535,14 +544,121 @@ impl Db {
         txn.commit().map_err(redb_err("commit module"))
     }
 
-    /// Journal entries of `plugin_id` with sequence in `from..=to`, in order.
+    /// Journal entries of `plugin_id` with sequence in `from..=to`, in
+    /// order: from the archive up to its mark, then from the database.
+    /// Entries whose archive segment was deleted by policy are missing
+    /// (the caller sees the gap).
     pub fn journal(
         &self,
         plugin_id: u32,
         from: u64,
         to: u64,
     ) -> Result<Vec<JournalEntry>, StorageError> {
-        self.view(plugin_id)?.journal(from, to)
+        let view = self.view(plugin_id)?;
+        // Read after the view: a round that raised the mark meanwhile
+        // wrote its segment first.
+        let mark = self.archived(plugin_id)?;
+        let mut out = Vec::new();
+        if from <= mark
+            && let Some(record) = view.record()?
+        {
+            let upto = to.min(mark);
+            for segment in archive::segments(&self.inner.archive_root.join(&record.name))? {
+                if segment.last < from || segment.first > upto {
+                    continue;
+                }
+                for (sequence, bytes) in archive::read(&segment.path, segment.first, segment.last)?
+                {
+                    if (from..=upto).contains(&sequence) {
+                        out.push(journal::decode_entry(sequence, &bytes)?);
+                    }
+                }
+            }
+        }
+        out.extend(view.journal(from.max(mark + 1), to)?);
+        Ok(out)
+    }
+
+    /// The last journal sequence of `plugin_id` moved to the archive (0: none).
+    pub fn archived(&self, plugin_id: u32) -> Result<u64, StorageError> {
+        let txn = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+        archive_mark(&meta, plugin_id)
+    }
+
+    /// The archive segments of the plugin called `name`, oldest first.
+    pub fn archive_segments(&self, name: &str) -> Result<Vec<Segment>, StorageError> {
+        archive::segments(&self.inner.archive_root.join(name))
+    }
+
+    /// Moves `plugin_id`'s journal entries up to `upto` that the database
+    /// holds (checkpointed) into an archive segment, deletes them from the
+    /// database in one durable commit, and applies `policy` to the
+    /// plugin's segments. Returns the new segment, if any.
+    pub fn archive_journal(
+        &self,
+        plugin_id: u32,
+        name: &str,
+        upto: u64,
+        policy: &ArchivePolicy,
+    ) -> Result<Option<Segment>, StorageError> {
+        let _one = self
+            .inner
+            .archiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        let dir = self.inner.archive_root.join(name);
+        let mark = self.archived(plugin_id)?;
+        // Segments above the mark are what a crashed round left.
+        archive::prune(&dir, mark, policy)?;
+        if upto <= mark {
+            return Ok(None);
+        }
+        let mut entries = Vec::new();
+        {
+            let txn = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+            let journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
+            for row in journal
+                .range((plugin_id, mark + 1)..=(plugin_id, upto))
+                .map_err(redb_err("scan journal"))?
+            {
+                let (key, value) = row.map_err(redb_err("scan journal"))?;
+                let sequence = key.value().1;
+                if sequence != mark + 1 + entries.len() as u64 {
+                    break;
+                }
+                entries.push((sequence, bytes::Bytes::copy_from_slice(value.value())));
+            }
+        }
+        let Some(&(last, _)) = entries.last() else {
+            return Ok(None);
+        };
+        let segment = archive::write(&dir, &entries)?;
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(redb_err("begin archive"))?;
+        {
+            let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
+            for (sequence, _) in &entries {
+                journal
+                    .remove((plugin_id, *sequence))
+                    .map_err(redb_err("archive journal"))?;
+            }
+            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+            meta.insert(
+                archive::mark_key(plugin_id).as_str(),
+                last.to_le_bytes().as_slice(),
+            )
+            .map_err(redb_err("write meta"))?;
+        }
+        txn.commit().map_err(redb_err("commit archive"))?;
+        archive::prune(&dir, last, policy)?;
+        Ok(Some(segment))
     }
 
     /// Every (table, key) → value of a plugin, for tests and dumps.
@@ -551,6 +667,26 @@ impl Db {
         plugin_id: u32,
     ) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
         self.view(plugin_id)?.dump()
+    }
+}
+
+/// The archive mark of `plugin_id` in `meta` (0: nothing archived).
+pub(crate) fn archive_mark(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    plugin_id: u32,
+) -> Result<u64, StorageError> {
+    let key = archive::mark_key(plugin_id);
+    match meta.get(key.as_str()).map_err(redb_err("read meta"))? {
+        None => Ok(0),
+        Some(v) => {
+            v.value()
+                .try_into()
+                .map(u64::from_le_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    what: format!("meta.{key}"),
+                    why: format!("{} bytes where a u64 (8 bytes) belongs", v.value().len()),
+                })
+        }
     }
 }
 

@@ -153,6 +153,8 @@ pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), 
     let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
     let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
     let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
+    let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+    let mut marks = std::collections::HashMap::new();
     let mut r = Reader { bytes: payload };
     while let Some(op) = r.byte() {
         match op {
@@ -169,6 +171,18 @@ pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), 
                 let plugin = r.u32().ok_or_else(|| corrupt("truncated journal row"))?;
                 let sequence = r.u64().ok_or_else(|| corrupt("truncated journal row"))?;
                 let entry = r.field().ok_or_else(|| corrupt("truncated journal row"))?;
+                // An entry the archive holds stays out of the database.
+                let mark = match marks.get(&plugin) {
+                    Some(&m) => m,
+                    None => {
+                        let m = super::archive_mark(&meta, plugin)?;
+                        marks.insert(plugin, m);
+                        m
+                    }
+                };
+                if sequence <= mark {
+                    continue;
+                }
                 journal
                     .insert((plugin, sequence), entry)
                     .map_err(redb_err("recover journal"))?;
@@ -184,7 +198,6 @@ pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), 
             other => return Err(corrupt(&format!("unknown operation {other}"))),
         }
     }
-    let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
     meta.insert(APPLIED_KEY, number.to_le_bytes().as_slice())
         .map_err(redb_err("write meta"))?;
     Ok(())
