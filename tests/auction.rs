@@ -239,6 +239,7 @@ fn utilization_and_statistics_survive_crash_and_restart() {
         without_jobs(flatten(native.dump()))
     );
     assert!(t.verify_replay().iter().all(|v| v.ok()), "replay differs");
+    keel_tests::assert_export_round_trip(&t, PLUGIN, plugins::AUCTION);
 }
 
 /// Commands in flight at the crash: every acknowledged one is there, and the

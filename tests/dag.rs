@@ -171,6 +171,7 @@ fn crash_with_commands_in_flight_keeps_exactly_the_acknowledged_dag() {
         h.t.verify_replay().iter().all(|v| v.ok()),
         "journal replay differs"
     );
+    keel_tests::assert_export_round_trip(&h.t, "dag", plugins::DAG);
 }
 
 /// SIGKILL of a real `keel serve` while a client streams commands over

@@ -137,6 +137,7 @@ fn positions_and_collateral_survive_crash_and_restart() {
     assert_conserved(&t.query("perp", json!("totals")).unwrap());
     t.restart();
     assert!(t.verify_replay().iter().all(|v| v.ok()), "replay differs");
+    keel_tests::assert_export_round_trip(&t, "perp", plugins::PERP);
 }
 
 /// Commands in flight at the crash: every acknowledged one is there, and the

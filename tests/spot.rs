@@ -233,6 +233,7 @@ fn clean_restart_and_crash_restore_the_exact_book() {
         t.verify_replay().iter().all(|v| v.ok()),
         "journal replay disagrees"
     );
+    keel_tests::assert_export_round_trip(&t, "spot", plugins::SPOT);
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub use context::{Caller, Level, caller, log, sequence, timestamp_ms};
 pub use error::{Error, StorageError};
 pub use key::{Key, KeyDecodeError};
 pub use plugin::{Adapter, Plugin};
-pub use table::{Direction, Scan, Table};
+pub use table::{Direction, Scan, Table, TableCodec};
 
 /// Re-exported so that plugins derive `Serialize`/`Deserialize` without
 /// naming serde in their own manifest.

@@ -9,12 +9,18 @@
 //! Costs: each `get`/`put`/`remove` is one host call (≈ 0.2 µs plus
 //! encoding); a scan costs one host call per chunk of [`SCAN_CHUNK_ENTRIES`]
 //! entries.
+//!
+//! [`Table::codec`] gives a [`TableCodec`]: the conversion of one stored row
+//! (key bytes, value bytes) to JSON and back, which a plugin lists in
+//! [`crate::Plugin::tables`] so that the host can export its state readably
+//! and import it back (see the reserved queries in [`crate::Plugin`]).
 
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
 
 use crate::backend::{self, RawCursor, RawEntry};
 use crate::error::StorageError;
@@ -60,6 +66,102 @@ fn decode_value<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, StorageError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| StorageError::Decode(e.to_string()))
+}
+
+/// Converts the stored rows of one table to JSON and back: what
+/// [`crate::Plugin::tables`] lists, made by [`Table::codec`].
+///
+/// - [`TableCodec::decode`]: (key bytes, value bytes) → (key JSON, value
+///   JSON). The key is decoded with [`Key::from_key_bytes`] and the value
+///   with bincode (the table's encoding); either refuses trailing bytes.
+///   The decoded key and value are then serialized with `serde_json`, so
+///   they read as the types' serde JSON (e.g. a `String` key `"apples"`, a
+///   `(u32, u64)` key `[1, 7]`, a `()` key `null`, a struct value an object).
+/// - [`TableCodec::encode`]: the reverse — `serde_json` into the key and
+///   value types, then the table's key and value encodings.
+///
+/// For every row a plugin wrote, `encode(decode(row)) == row`, with these
+/// limits of the JSON form: a number must fit in 64 bits (a `u128` or
+/// `i128` beyond the `u64`/`i64` range does not decode — the host then
+/// keeps the row as bytes), a float must be finite, and `Option<Option<T>>`
+/// reads `Some(None)` back as `None`.
+/// [`crate::testing::Harness::check_declared_tables`] finds rows that do
+/// not round-trip.
+#[derive(Clone, Copy)]
+pub struct TableCodec {
+    name: &'static str,
+    decode: DecodeRow,
+    encode: EncodeRow,
+}
+
+/// (key bytes, value bytes) → (key, value) as JSON.
+type DecodeRow = fn(&[u8], &[u8]) -> Result<(Json, Json), String>;
+/// (key, value) as JSON → (key bytes, value bytes).
+type EncodeRow = fn(&Json, &Json) -> Result<(Vec<u8>, Vec<u8>), String>;
+
+impl TableCodec {
+    /// The table's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Decodes one stored row (key bytes, value bytes) to (key, value) as
+    /// JSON, or says why it does not decode.
+    pub fn decode(&self, key: &[u8], value: &[u8]) -> Result<(Json, Json), String> {
+        (self.decode)(key, value)
+    }
+
+    /// Encodes one row given as JSON to the bytes the table stores (key
+    /// bytes, value bytes), or says why the JSON does not fit the types.
+    pub fn encode(&self, key: &Json, value: &Json) -> Result<(Vec<u8>, Vec<u8>), String> {
+        (self.encode)(key, value)
+    }
+}
+
+impl std::fmt::Debug for TableCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TableCodec({:?})", self.name)
+    }
+}
+
+fn decode_row<K: Key + Serialize, V: Serialize + DeserializeOwned>(
+    key_bytes: &[u8],
+    value_bytes: &[u8],
+) -> Result<(Json, Json), String> {
+    let key = K::from_key_bytes(key_bytes).map_err(|e| e.to_string())?;
+    let (value, read): (V, usize) =
+        bincode::serde::decode_from_slice(value_bytes, bincode::config::standard())
+            .map_err(|e| format!("value does not decode: {e}"))?;
+    if read != value_bytes.len() {
+        return Err(format!(
+            "value does not decode: {} trailing bytes",
+            value_bytes.len() - read
+        ));
+    }
+    let key = serde_json::to_value(&key).map_err(|e| format!("key is not JSON: {e}"))?;
+    let value = serde_json::to_value(&value).map_err(|e| format!("value is not JSON: {e}"))?;
+    Ok((key, value))
+}
+
+fn encode_row<K: Key + DeserializeOwned, V: Serialize + DeserializeOwned>(
+    key: &Json,
+    value: &Json,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let key = K::deserialize(key).map_err(|e| format!("key does not fit the key type: {e}"))?;
+    let value =
+        V::deserialize(value).map_err(|e| format!("value does not fit the value type: {e}"))?;
+    Ok((key.to_key_bytes(), encode_value(&value)))
+}
+
+impl<K: Key + Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Table<K, V> {
+    /// This table's [`TableCodec`], for [`crate::Plugin::tables`].
+    pub const fn codec(&self) -> TableCodec {
+        TableCodec {
+            name: self.name,
+            decode: decode_row::<K, V>,
+            encode: encode_row::<K, V>,
+        }
+    }
 }
 
 impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
@@ -255,5 +357,138 @@ impl<K: Key, V: DeserializeOwned> Iterator for Scan<K, V> {
     fn next(&mut self) -> Option<(K, V)> {
         self.try_next()
             .map(|r| r.unwrap_or_else(|e| panic!("table {}: {e}", self.table)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Order {
+        id: u32,
+        user: String,
+        fills: Vec<(u64, i64)>,
+        note: Option<String>,
+    }
+
+    const ORDERS: Table<u64, Order> = Table::new("orders");
+    const COUNTS: Table<String, i64> = Table::new("counts");
+    const PAIRS: Table<(u32, String, i64), ()> = Table::new("pairs");
+    const SINGLE: Table<(), [u8; 4]> = Table::new("single");
+
+    /// Both round trips of one row, given both ways.
+    fn round_trip(codec: TableCodec, key: Json, value: Json, key_bytes: &[u8], value_bytes: &[u8]) {
+        let (k, v) = codec.encode(&key, &value).unwrap();
+        assert_eq!((k.as_slice(), v.as_slice()), (key_bytes, value_bytes));
+        let (k, v) = codec.decode(key_bytes, value_bytes).unwrap();
+        assert_eq!((&k, &v), (&key, &value));
+        // Through JSON text, as an export file holds it.
+        let k: Json = serde_json::from_str(&k.to_string()).unwrap();
+        let v: Json = serde_json::from_str(&v.to_string()).unwrap();
+        let (k, v) = codec.encode(&k, &v).unwrap();
+        assert_eq!((k.as_slice(), v.as_slice()), (key_bytes, value_bytes));
+    }
+
+    #[test]
+    fn rows_round_trip_through_json() {
+        let order = Order {
+            id: 3,
+            user: "al".into(),
+            fills: vec![(1, -2)],
+            note: None,
+        };
+        round_trip(
+            ORDERS.codec(),
+            json!(7),
+            json!({"id": 3, "user": "al", "fills": [[1, -2]], "note": null}),
+            &7u64.to_key_bytes(),
+            &encode_value(&order),
+        );
+        // The bytes are the table's own: bincode varints, order-preserving keys.
+        assert_eq!(7u64.to_key_bytes(), [0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(encode_value(&order), [3, 2, b'a', b'l', 1, 1, 3, 0]);
+
+        round_trip(
+            COUNTS.codec(),
+            json!("apples"),
+            json!(-3),
+            b"apples\0\0",
+            &[5],
+        );
+        round_trip(
+            PAIRS.codec(),
+            json!([1, "a\u{0}b", -1]),
+            json!(null),
+            &(1u32, "a\u{0}b".to_owned(), -1i64).to_key_bytes(),
+            &[],
+        );
+        round_trip(
+            SINGLE.codec(),
+            json!(null),
+            json!([1, 2, 3, 255]),
+            &[],
+            &[1, 2, 3, 255],
+        );
+    }
+
+    #[test]
+    fn stored_rows_round_trip_through_json() {
+        let rows: Vec<(u64, Order)> = (0..20)
+            .map(|i| {
+                let order = Order {
+                    id: i as u32 * 1000,
+                    user: "x\u{0}é".repeat(i as usize),
+                    fills: (0..i).map(|j| (j << 40, -(j as i64))).collect(),
+                    note: (i % 2 == 0).then(|| i.to_string()),
+                };
+                (u64::MAX - i * 7919, order)
+            })
+            .collect();
+        let codec = ORDERS.codec();
+        assert_eq!(codec.name(), "orders");
+        for (key, order) in &rows {
+            let (k, v) = (key.to_key_bytes(), encode_value(order));
+            let (kj, vj) = codec.decode(&k, &v).unwrap();
+            assert_eq!(kj, json!(key));
+            assert_eq!(vj, serde_json::to_value(order).unwrap());
+            assert_eq!(codec.encode(&kj, &vj).unwrap(), (k, v));
+        }
+    }
+
+    #[test]
+    fn trailing_or_missing_bytes_are_refused() {
+        let codec = COUNTS.codec();
+        assert!(codec.decode(b"a\0\0", &[5]).is_ok());
+        let err = codec.decode(b"a\0\0x", &[5]).unwrap_err();
+        assert!(err.contains("trailing"), "{err}");
+        let err = codec.decode(b"a\0\0", &[5, 0]).unwrap_err();
+        assert!(err.contains("trailing"), "{err}");
+        assert!(codec.decode(b"a\0", &[5]).is_err());
+        assert!(codec.decode(b"a\0\0", &[]).is_err());
+        let err = ORDERS.codec().decode(&[0; 7], &[]).unwrap_err();
+        assert!(err.contains("key"), "{err}");
+    }
+
+    #[test]
+    fn json_of_the_wrong_shape_is_refused() {
+        let codec = COUNTS.codec();
+        assert!(codec.encode(&json!(1), &json!(1)).is_err());
+        assert!(codec.encode(&json!("a"), &json!("1")).is_err());
+        assert!(codec.encode(&json!("a"), &json!(1.5)).is_err());
+        let err = ORDERS
+            .codec()
+            .encode(&json!(1), &json!({"id": 1, "user": "u", "note": null}))
+            .unwrap_err();
+        assert!(err.contains("value"), "{err}");
+        assert!(
+            PAIRS
+                .codec()
+                .encode(&json!([1, "a"]), &json!(null))
+                .is_err()
+        );
+        assert!(ORDERS.codec().encode(&json!(-1), &json!(null)).is_err());
     }
 }

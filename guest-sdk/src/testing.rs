@@ -20,7 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crate::backend::native::STATE;
 use crate::context::{Caller, Level};
 use crate::error::Error;
-use crate::plugin::{Plugin, decode_json, encode_json};
+use crate::plugin::{Plugin, answer_query, decode_json, encode_json};
 
 /// Raw contents of every table: table name → key bytes → value bytes.
 pub type Dump = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -169,6 +169,53 @@ impl<P: Plugin> Harness<P> {
         let request = decode_json("query", request.as_bytes())?;
         let response = self.query(request)?;
         Ok(serde_json::to_value(response).expect("plugin responses are JSON"))
+    }
+
+    /// Answers a query given as raw bytes exactly as the component does,
+    /// the SDK's reserved queries included (see [`Plugin::tables`]); the
+    /// answer is the JSON the host receives. Any write is refused.
+    pub fn query_bytes(&self, request: &[u8]) -> Result<Vec<u8>, Error> {
+        STATE.with_borrow_mut(|s| {
+            s.read_only = true;
+            s.sequence = 0;
+            s.caller = self.caller.clone();
+        });
+        let result = catch_unwind(AssertUnwindSafe(|| answer_query::<P>(request)))
+            .unwrap_or_else(|_| Err(Error::new("trap", "query panicked")));
+        STATE.with_borrow_mut(|s| s.read_only = false);
+        result
+    }
+
+    /// Checks that every stored row belongs to a table declared in
+    /// [`Plugin::tables`], decodes to JSON, and encodes back from that JSON
+    /// (as text, as an export file holds it) to the same bytes. Returns the
+    /// number of rows checked, or the first failure.
+    pub fn check_declared_tables(&self) -> Result<usize, String> {
+        let codecs = P::tables();
+        let mut rows = 0;
+        for (table, entries) in self.dump() {
+            let codec = codecs
+                .iter()
+                .find(|c| c.name() == table)
+                .ok_or_else(|| format!("table {table} is not declared in {}::tables()", P::NAME))?;
+            for (key, value) in entries {
+                let (k, v) = codec
+                    .decode(&key, &value)
+                    .map_err(|e| format!("table {table}, key {key:?}: {e}"))?;
+                let (k, v) = (k.to_string(), v.to_string());
+                let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text);
+                let again = codec
+                    .encode(&parse(&k).expect("JSON"), &parse(&v).expect("JSON"))
+                    .map_err(|e| format!("table {table}, key {k}: {e}"))?;
+                if again != (key, value) {
+                    return Err(format!(
+                        "table {table}, key {k}: the JSON {v} encodes to other bytes"
+                    ));
+                }
+                rows += 1;
+            }
+        }
+        Ok(rows)
     }
 
     /// A copy of every table's raw contents, to compare states.

@@ -14,6 +14,7 @@ use crate::caller::Caller;
 use crate::config::{HostConfig, PluginSpec};
 use crate::error::HostError;
 use crate::executor::{Executor, Restored, Scheduled};
+use crate::export::{RowCodec, TransferSummary};
 use crate::limits::PLUGIN_NAME_SIZE_BYTES_MAX;
 use crate::restore::{RestoreReport, RestoreTarget};
 use crate::runtime::{LoadedComponent, Runtime};
@@ -335,6 +336,88 @@ impl Host {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.config.data_dir.join("cache"))
+    }
+
+    /// Writes `plugin`'s committed state (one consistent view; commands
+    /// keep running) to `out` as an export file (see [`crate::export`]);
+    /// `progress` gets (rows written, rows).
+    pub fn export(
+        &self,
+        plugin: &str,
+        out: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<TransferSummary, HostError> {
+        let id = self.plugin(plugin)?.id;
+        let view = self.db.view(id)?;
+        let record = view
+            .record()?
+            .ok_or_else(|| HostError::UnknownPlugin(plugin.to_owned()))?;
+        let component = self.stored_component(&record.active().module_hash)?;
+        let mut codec = RowCodec::new(component, self.config.limits);
+        crate::export::write_export(
+            &record,
+            view.row_count() as u64,
+            |f| view.for_each_row(f),
+            &mut codec,
+            out,
+            progress,
+        )
+    }
+
+    /// Creates a plugin from an export file (see [`crate::export`]); its
+    /// module must be on this host (deployed before, or stored with
+    /// [`Host::store_module`]). The rows must hash to the export's state
+    /// hash unless `accept_changes`. A snapshot is taken at once.
+    pub fn import(
+        &self,
+        input: impl std::io::BufRead,
+        accept_changes: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<TransferSummary, HostError> {
+        let parsed = crate::export::parse_export(input)?;
+        let active = parsed
+            .header
+            .deployments
+            .last()
+            .ok_or_else(|| HostError::BadJson {
+                what: "export",
+                why: "the header lists no deployment".into(),
+            })?;
+        let component = self.stored_component(&parse_hash(&active.module_hash)?)?;
+        let mut codec = RowCodec::new(component.clone(), self.config.limits);
+        let restored = parsed.into_restored(&mut codec, accept_changes, progress)?;
+        let status = self.seed_plugin(component, &restored)?;
+        self.snapshots.take(&self.db, status.id, "import")?;
+        Ok(TransferSummary {
+            plugin: status.name,
+            sequence: status.last_sequence,
+            rows: restored.rows.len() as u64,
+            decoded_rows: 0,
+            state_hash: status.state_hash,
+        })
+    }
+
+    /// Stores a component on this host without deploying it (checked by
+    /// compiling it); returns its hash (hex). For imports and restores.
+    pub fn store_module(&self, bytes: &[u8]) -> Result<String, HostError> {
+        let component = self.runtime.load(bytes)?;
+        self.db.store_module(&component.hash, bytes)?;
+        Ok(hex(&component.hash))
+    }
+
+    /// The component stored under `hash` (database, else the snapshots'
+    /// module copies), loaded.
+    fn stored_component(&self, hash: &[u8; 32]) -> Result<LoadedComponent, HostError> {
+        let bytes = match self.db.module(hash)? {
+            Some(bytes) => bytes,
+            None => self.snapshots.module(hash)?.ok_or_else(|| {
+                HostError::Deploy(format!(
+                    "module {} is not on this host; store it first (POST /v1/modules, or `keel import --component`)",
+                    hex(hash)
+                ))
+            })?,
+        };
+        Ok(self.runtime.load(&bytes)?)
     }
 
     /// `plugin`'s snapshots, oldest first.

@@ -12,6 +12,9 @@
 //! | POST | `/v1/plugins/{name}/rollback/{module_hash}` | `admin` | | make an earlier version active |
 //! | GET | `/v1/plugins/{name}/snapshots` | any (allowed the plugin) | | the plugin's snapshots, oldest first |
 //! | POST | `/v1/plugins/{name}/snapshots` | `admin` | | take a snapshot now |
+//! | GET | `/v1/plugins/{name}/export` | `admin` | | the plugin's state as an export file (JSON lines, streamed; see [`crate::export`]) |
+//! | POST | `/v1/modules` | `admin` | component bytes | store a component without deploying it: `{"module_hash": ...}` |
+//! | POST | `/v1/import` | `admin` | an export file (`?accept_changes=true` for an edited one) | create the plugin it holds |
 //! | POST | `/v1/plugins/{name}/restore` | `admin` | | back to the newest snapshot, `?snapshot=<sequence>` or `?to_sequence=<n>` (the plugin's other commands wait; other plugins serve) |
 //! | GET | `/metrics` | none (open) | | Prometheus text |
 //!
@@ -82,7 +85,7 @@ use crate::error::HostError;
 use crate::host::{Host, HostStatus};
 use crate::limits::{
     BODY_DRAIN_BYTES_MAX, COMPONENT_SIZE_BYTES_MAX, HTTP_DEPLOY_UPLOADS_MAX,
-    HTTP_HEADERS_BYTES_MAX, HTTP_READ_BUFFER_BYTES_MAX, HTTP_URI_BYTES_MAX,
+    HTTP_HEADERS_BYTES_MAX, HTTP_READ_BUFFER_BYTES_MAX, HTTP_URI_BYTES_MAX, IMPORT_SIZE_BYTES_MAX,
 };
 use crate::restore::RestoreTarget;
 
@@ -142,7 +145,9 @@ async fn read_body(
     limit: usize,
 ) -> Result<Bytes, Response> {
     let timeout = app.body_timeout;
-    let uploads = (what != "component").then(|| app.uploads.clone());
+    // Components and export files are bounded by their routes' own
+    // concurrency limits, not by the command upload permits.
+    let uploads = (what != "component" && what != "export file").then(|| app.uploads.clone());
     match tokio::time::timeout(timeout, read_body_within(uploads, body, what, limit)).await {
         Ok(result) => result,
         Err(_) => Err(plain_error(
@@ -405,6 +410,119 @@ async fn restore(
     }
 }
 
+/// A response body fed by a blocking writer through a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// A blocking [`std::io::Write`] whose bytes go to a [`ChannelBody`] in
+/// chunks of [`EXPORT_CHUNK_BYTES`].
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const EXPORT_CHUNK_BYTES: usize = 64 << 10;
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
+}
+
+async fn export(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    // Refuse an unknown plugin with a status, before the stream starts.
+    if let Err(e) = app.host.plugin(&name) {
+        return error_response(&e);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let host = app.host.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        let result = host.export(&name, &mut out, &mut |_, _| {});
+        if let Err(e) = result {
+            // The status is sent; a failure mid-stream cuts the body
+            // short, and the missing trailer tells the client.
+            tracing::warn!(plugin = %name, error = %e, "an export failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::new(ChannelBody(rx)),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct ImportParams {
+    #[serde(default)]
+    accept_changes: bool,
+}
+
+async fn import(
+    State(app): State<AppState>,
+    Query(params): Query<ImportParams>,
+    body: Body,
+) -> Response {
+    let body = match read_body(&app, body, "export file", IMPORT_SIZE_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let host = app.host.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        host.import(&body[..], params.accept_changes, &mut |_, _| {})
+    })
+    .await;
+    match result {
+        Ok(Ok(summary)) => json_response(StatusCode::OK, to_json(&summary)),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&HostError::Deploy(format!("import task failed: {e}"))),
+    }
+}
+
+async fn store_module(State(app): State<AppState>, body: Body) -> Response {
+    let body = match read_body(&app, body, "component", COMPONENT_SIZE_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let host = app.host.clone();
+    match tokio::task::spawn_blocking(move || host.store_module(&body)).await {
+        Ok(Ok(hash)) => json_response(StatusCode::OK, json!({ "module_hash": hash }).to_string()),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&HostError::Deploy(format!("module task failed: {e}"))),
+    }
+}
+
 async fn metrics(State(app): State<AppState>) -> Response {
     let status = app.host.status();
     let mut out = String::new();
@@ -655,6 +773,30 @@ pub fn router(host: Arc<Host>, access: Arc<Access>) -> Router {
                 &app,
                 Need::Admin,
             )),
+        )
+        .route(
+            "/v1/plugins/{name}/export",
+            guarded(get(export), &app, Need::Admin),
+        )
+        .route(
+            "/v1/modules",
+            guarded(
+                post(store_module).layer(tower::limit::ConcurrencyLimitLayer::new(
+                    HTTP_DEPLOY_UPLOADS_MAX,
+                )),
+                &app,
+                Need::Admin,
+            ),
+        )
+        .route(
+            "/v1/import",
+            guarded(
+                post(import).layer(tower::limit::ConcurrencyLimitLayer::new(
+                    HTTP_DEPLOY_UPLOADS_MAX,
+                )),
+                &app,
+                Need::Admin,
+            ),
         )
         .route(
             "/v1/plugins/{name}/restore",

@@ -69,6 +69,9 @@ pub const PLUGIN_NAME_SIZE_BYTES_MAX: usize = 48;
 /// Most bytes of an oversized HTTP body read (and discarded) so that the
 /// client gets a 413 answer rather than a reset connection.
 pub const BODY_DRAIN_BYTES_MAX: usize = 256 << 20;
+/// Largest export file `POST /v1/import` accepts, in bytes (larger
+/// states: import offline, `keel import --data-dir`).
+pub const IMPORT_SIZE_BYTES_MAX: usize = 256 << 20;
 /// Largest component file accepted, in bytes.
 pub const COMPONENT_SIZE_BYTES_MAX: usize = 64 << 20;
 /// Most open HTTP connections (default); one more is accepted and closed

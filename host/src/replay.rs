@@ -10,6 +10,7 @@
 //! trace in state. A `Restore` entry is replayed by building the state it
 //! names (the source's state at its `to_sequence`) and installing it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -39,6 +40,9 @@ pub struct Verification {
     pub replayed_hash: String,
     /// Responses that differed from the journaled ones (first few sequences).
     pub response_mismatches: Vec<u64>,
+    /// The snapshot the replay started from (0: the first journal entry,
+    /// which is the stronger check).
+    pub from_snapshot: u64,
 }
 
 impl Verification {
@@ -52,8 +56,12 @@ impl Verification {
 /// optionally its snapshots (to start a past state from the newest
 /// snapshot before it instead of from the first entry).
 pub struct Source<'a> {
-    /// The source database.
-    pub db: &'a Db,
+    /// The source database; `None` when it is lost, and the journal
+    /// comes from the archive under `archive_root` alone.
+    pub db: Option<&'a Db>,
+    /// The source's journal archive (`<data_dir>/archive`), read when
+    /// there is no database.
+    pub archive_root: PathBuf,
     /// The source's snapshots, if any may be used.
     pub snapshots: Option<&'a SnapshotStore>,
     /// Where compiled components are cached (shared with scratch hosts).
@@ -76,7 +84,9 @@ impl Source<'_> {
     /// The component bytes stored under `hash` (database, else snapshot
     /// modules).
     pub fn module(&self, hash: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
-        if let Some(bytes) = self.db.module(hash)? {
+        if let Some(db) = self.db
+            && let Some(bytes) = db.module(hash)?
+        {
             return Ok(bytes);
         }
         if let Some(store) = self.snapshots
@@ -87,13 +97,74 @@ impl Source<'_> {
         anyhow::bail!("module {} is missing from the source", hex(hash))
     }
 
+    /// Where a full replay of `record`'s plugin starts: 0 (the first
+    /// entry) when the journal holds it, else the oldest snapshot the
+    /// journal continues, seeded into `target`. Returns that snapshot's
+    /// sequence.
+    fn start_of_replay(&self, record: &PluginRecord, target: &Host) -> anyhow::Result<u64> {
+        if record.last_sequence == 0 || self.has_entry(record, 1)? {
+            return Ok(0);
+        }
+        let store = self.snapshots.with_context(|| {
+            format!(
+                "the journal of {} does not start at 1 and no snapshots are given",
+                record.name
+            )
+        })?;
+        for (sequence, _) in store.files(&record.name)? {
+            let next = sequence + 1;
+            let continued = sequence == record.last_sequence || self.has_entry(record, next)?;
+            if !continued {
+                continue;
+            }
+            let snap = store.read(&record.name, sequence)?;
+            let hash = snap.header.record.active().module_hash;
+            let component = target.load_component(&self.module(&hash)?)?;
+            target.seed_plugin(
+                component,
+                &Restored {
+                    record: snap.header.record,
+                    rows: snap.rows,
+                    from_snapshot: sequence,
+                },
+            )?;
+            return Ok(sequence);
+        }
+        anyhow::bail!(
+            "the journal of {} does not start at 1 and no snapshot is continued by it",
+            record.name
+        )
+    }
+
+    /// Journal entries `from..=to` of `record`'s plugin that the source
+    /// holds (database and archive, or the archive alone), in order.
+    pub fn journal(
+        &self,
+        record: &PluginRecord,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Vec<JournalEntry>> {
+        Ok(match self.db {
+            Some(db) => db.journal(record.id, from, to)?,
+            None => crate::storage::archive::read_journal(
+                &self.archive_root.join(&record.name),
+                from,
+                to,
+            )?,
+        })
+    }
+
+    fn has_entry(&self, record: &PluginRecord, sequence: u64) -> anyhow::Result<bool> {
+        Ok(!self.journal(record, sequence, sequence)?.is_empty())
+    }
+
     fn entries(
         &self,
         record: &PluginRecord,
         from: u64,
         to: u64,
     ) -> anyhow::Result<Vec<JournalEntry>> {
-        let entries = self.db.journal(record.id, from, to)?;
+        let entries = self.journal(record, from, to)?;
         anyhow::ensure!(
             entries.len() as u64 == to - from + 1,
             "the journal of {} lacks entries between {from} and {to} ({} of {} found)",
@@ -147,29 +218,58 @@ impl Source<'_> {
                 "replaying {} from {from} to {sequence} gave other responses than the journal at sequences {mismatches:?}",
                 record.name
             );
-            let id = scratch.plugin(&record.name)?.id;
-            let view = scratch.db().view(id)?;
-            let state = view
-                .record()?
-                .context("the scratch copy has no plugin record")?;
-            let mut rows = Vec::with_capacity(view.row_count());
-            view.for_each_row(|k, v| {
-                rows.push((k.to_vec(), v.to_vec()));
-                Ok::<_, std::convert::Infallible>(())
-            })
-            .unwrap_or_else(|never| match never {});
-            Ok((
-                Restored {
-                    record: state,
-                    rows,
-                    from_snapshot,
-                },
-                sequence + 1 - from,
-            ))
+            let mut state = capture(&scratch, &record.name)?;
+            state.from_snapshot = from_snapshot;
+            Ok((state, sequence + 1 - from))
         })();
         scratch.shutdown();
         result
     }
+}
+
+/// The committed state of `plugin` in `host`, as an installable copy.
+fn capture(host: &Host, plugin: &str) -> anyhow::Result<Restored> {
+    let id = host.plugin(plugin)?.id;
+    let view = host.db().view(id)?;
+    let record = view
+        .record()?
+        .context("the scratch copy has no plugin record")?;
+    let mut rows = Vec::with_capacity(view.row_count());
+    view.for_each_row(|k, v| {
+        rows.push((k.to_vec(), v.to_vec()));
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    Ok(Restored {
+        record,
+        rows,
+        from_snapshot: 0,
+    })
+}
+
+/// The sequences whose state a `Restore` entry in `from..=to` goes back
+/// to, at or after `from - 1`: the replay keeps a copy of its own state
+/// at each, instead of rebuilding it.
+fn restore_points(
+    source: &Source<'_>,
+    record: &PluginRecord,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    let mut points = std::collections::BTreeSet::new();
+    let mut next = from;
+    while next <= to {
+        let last = (next + REPLAY_CHUNK_ENTRIES - 1).min(to);
+        for entry in source.entries(record, next, last)? {
+            if let EntryKind::Restore { to_sequence, .. } = entry.kind
+                && to_sequence + 1 >= from
+            {
+                points.insert(to_sequence);
+            }
+        }
+        next = last + 1;
+    }
+    Ok(points)
 }
 
 /// Replays entries `from..=to` of `record`'s plugin from `source` into
@@ -186,11 +286,19 @@ pub fn replay_range(
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<Vec<u64>> {
     let mut mismatches = Vec::new();
+    // The states later `Restore` entries go back to, captured on the way
+    // (a restore to before `from` is rebuilt from the source instead).
+    let points = restore_points(source, record, from, to)?;
+    let mut captured: BTreeMap<u64, Restored> = BTreeMap::new();
+    if from > 1 && points.contains(&(from - 1)) {
+        captured.insert(from - 1, capture(target, &record.name)?);
+    }
     let mut next = from;
     while next <= to {
         let last = (next + REPLAY_CHUNK_ENTRIES - 1).min(to);
         let mut pending = Vec::new();
         for entry in source.entries(record, next, last)? {
+            let sequence = entry.sequence;
             let forced = Some((entry.sequence, entry.timestamp_ms));
             match &entry.kind {
                 EntryKind::Init { config } => {
@@ -204,7 +312,10 @@ pub fn replay_range(
                 }
                 EntryKind::Restore { to_sequence, .. } => {
                     drain(&mut pending, &mut mismatches)?;
-                    let (restored, _) = source.state_at(record, *to_sequence)?;
+                    let restored = match captured.get(to_sequence) {
+                        Some(state) => state.clone(),
+                        None => source.state_at(record, *to_sequence)?.0,
+                    };
                     let component = target.load_component(&source.module(&entry.module_hash)?)?;
                     target.install_restored(&record.name, restored, component, forced)?;
                 }
@@ -221,6 +332,10 @@ pub fn replay_range(
                     let rx = target.enqueue_scheduled(&record.name, scheduled)?;
                     pending.push((entry.sequence, entry.outcome.clone(), rx));
                 }
+            }
+            if points.contains(&sequence) {
+                drain(&mut pending, &mut mismatches)?;
+                captured.insert(sequence, capture(target, &record.name)?);
             }
         }
         drain(&mut pending, &mut mismatches)?;
@@ -252,29 +367,53 @@ pub fn replay_with_cache(
     source: &Db,
     scratch_dir: &Path,
     cache_dir: &Path,
+    progress: impl FnMut(&str, u64, u64),
+) -> anyhow::Result<Vec<Verification>> {
+    verify(source, None, scratch_dir, cache_dir, progress)
+}
+
+/// `keel verify`: replays every plugin of `source` into a fresh host in
+/// `scratch_dir` and compares state hashes and responses. A plugin whose
+/// journal starts at 1 is replayed from its first entry; one whose early
+/// journal is gone (archive retention, an import) from the oldest of
+/// `snapshots` that the journal continues (hybrid).
+pub fn verify(
+    source: &Db,
+    snapshots: Option<&SnapshotStore>,
+    scratch_dir: &Path,
+    cache_dir: &Path,
     mut progress: impl FnMut(&str, u64, u64),
 ) -> anyhow::Result<Vec<Verification>> {
     let target = scratch_host(scratch_dir, cache_dir)?;
+    let archive_root = source.archive_dir("");
     let source = Source {
-        db: source,
-        snapshots: None,
+        db: Some(source),
+        archive_root,
+        snapshots,
         cache_dir: cache_dir.to_path_buf(),
     };
-    let mut records = source.db.plugins()?;
+    let mut records = source.db.map(Db::plugins).transpose()?.unwrap_or_default();
     records.sort_by_key(|r| r.id);
     let mut out = Vec::new();
     for record in records {
         let total = record.last_sequence;
-        let mismatches = replay_range(&source, &target, &record, 1, total, &mut |done| {
-            progress(&record.name, done, total)
-        })?;
+        let from_snapshot = source.start_of_replay(&record, &target)?;
+        let mismatches = replay_range(
+            &source,
+            &target,
+            &record,
+            from_snapshot + 1,
+            total,
+            &mut |done| progress(&record.name, done, total),
+        )?;
         let replayed = target.plugin(&record.name)?;
         out.push(Verification {
             plugin: record.name.clone(),
-            entries: record.last_sequence,
+            entries: total - from_snapshot,
             stored_hash: record.state_hash.to_hex(),
             replayed_hash: replayed.state_hash,
             response_mismatches: mismatches,
+            from_snapshot,
         });
     }
     target.shutdown();

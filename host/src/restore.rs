@@ -62,7 +62,8 @@ pub(crate) fn restore(
     let record = host.record(plugin)?;
     let store = host.snapshot_store();
     let source = Source {
-        db: host.db(),
+        db: Some(host.db()),
+        archive_root: host.db().archive_dir(""),
         snapshots: Some(store),
         cache_dir: host.cache_dir(),
     };

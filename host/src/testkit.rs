@@ -176,6 +176,20 @@ impl TestHost {
         self.reopen();
     }
 
+    /// Shuts down cleanly and stays stopped (to work on the files, as
+    /// `keel recover` does); [`TestHost::start`] opens it again.
+    pub fn stop(&mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown();
+        }
+    }
+
+    /// Opens the stopped host again.
+    pub fn start(&mut self) {
+        assert!(self.host.is_none(), "the host is running");
+        self.reopen();
+    }
+
     fn reopen(&mut self) {
         let mut config = self.config.clone();
         config.plugins.clear();

@@ -289,6 +289,32 @@ pub(crate) fn read(path: &Path, first: u64, last: u64) -> Result<Vec<(u64, Bytes
     Ok(out)
 }
 
+/// The archived journal entries in `dir` with sequence in `from..=to`,
+/// in order, read and checked (for a host whose database is lost: the
+/// archive alone). Sequences no segment holds are simply absent.
+pub fn read_journal(
+    dir: &Path,
+    from: u64,
+    to: u64,
+) -> Result<Vec<super::JournalEntry>, StorageError> {
+    let mut out = Vec::new();
+    for segment in segments(dir)? {
+        if segment.last < from || segment.first > to {
+            continue;
+        }
+        for (sequence, bytes) in read(&segment.path, segment.first, segment.last)? {
+            if (from..=to).contains(&sequence)
+                && out
+                    .last()
+                    .is_none_or(|e: &super::JournalEntry| e.sequence < sequence)
+            {
+                out.push(super::journal::decode_entry(sequence, &bytes)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Deletes segments of `dir` by `policy` (oldest first; never the
 /// newest) and any segment above `mark` (left by a crashed round) or
 /// temporary file. Returns the segments deleted.

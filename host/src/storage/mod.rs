@@ -579,6 +579,41 @@ impl Db {
         Ok(out)
     }
 
+    /// For recovery into a new database (no plugin running): sets
+    /// `plugin_id`'s archive mark to `mark` and writes `entries` (the
+    /// retained journal the new state did not re-create) into the journal,
+    /// in one durable commit.
+    pub fn adopt_history(
+        &self,
+        plugin_id: u32,
+        mark: u64,
+        entries: &[JournalEntry],
+    ) -> Result<(), StorageError> {
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(redb_err("begin write"))?;
+        {
+            let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
+            for entry in entries {
+                journal
+                    .insert(
+                        (plugin_id, entry.sequence),
+                        journal::encode_entry(entry).as_slice(),
+                    )
+                    .map_err(redb_err("write journal"))?;
+            }
+            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+            meta.insert(
+                archive::mark_key(plugin_id).as_str(),
+                mark.to_le_bytes().as_slice(),
+            )
+            .map_err(redb_err("write meta"))?;
+        }
+        txn.commit().map_err(redb_err("commit history"))
+    }
+
     /// The last journal sequence of `plugin_id` moved to the archive (0: none).
     pub fn archived(&self, plugin_id: u32) -> Result<u64, StorageError> {
         let txn = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
@@ -589,6 +624,11 @@ impl Db {
     /// The archive segments of the plugin called `name`, oldest first.
     pub fn archive_segments(&self, name: &str) -> Result<Vec<Segment>, StorageError> {
         archive::segments(&self.inner.archive_root.join(name))
+    }
+
+    /// The archive directory of the plugin called `name`.
+    pub fn archive_dir(&self, name: &str) -> std::path::PathBuf {
+        self.inner.archive_root.join(name)
     }
 
     /// Moves `plugin_id`'s journal entries up to `upto` that the database
@@ -668,6 +708,24 @@ impl Db {
     ) -> Result<BTreeMap<(String, Vec<u8>), Vec<u8>>, StorageError> {
         self.view(plugin_id)?.dump()
     }
+}
+
+/// Whether the database file at `path` passes redb's integrity check
+/// (the file must not be open elsewhere). An error is a file redb cannot
+/// even open.
+pub fn check_integrity(path: &Path) -> Result<bool, StorageError> {
+    let mut db = redb::Database::open(path).map_err(redb_err("open"))?;
+    db.check_integrity().map_err(redb_err("check integrity"))
+}
+
+/// The archive directory of the plugin called `name` in the host whose
+/// database is `db_path` (`<data_dir>/archive/<name>`).
+pub fn archive_dir(db_path: &Path, name: &str) -> std::path::PathBuf {
+    db_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("archive")
+        .join(name)
 }
 
 /// The archive mark of `plugin_id` in `meta` (0: nothing archived).

@@ -94,7 +94,7 @@ pub mod workload;
 
 use std::collections::BTreeMap;
 
-use keel_guest::{Caller, Error, Plugin, Table};
+use keel_guest::{Caller, Error, Plugin, Table, TableCodec};
 use serde::{Deserialize, Serialize};
 
 use access::{JOB_SUBMITTERS, PROVIDER_OWNERS, job_submitter, provider_owner};
@@ -844,6 +844,21 @@ impl Plugin for Auction {
             ),
             Query::Config => Answer::Config(config()),
         })
+    }
+
+    fn tables() -> Vec<TableCodec> {
+        vec![
+            CONFIG.codec(),
+            PROVIDERS.codec(),
+            ROUTES.codec(),
+            JOBS.codec(),
+            STATS.codec(),
+            LANE_STATS.codec(),
+            LANE_IDS.codec(),
+            LANE_NAMES.codec(),
+            PROVIDER_OWNERS.codec(),
+            JOB_SUBMITTERS.codec(),
+        ]
     }
 }
 

@@ -37,7 +37,7 @@
 //! - `migrate(SCHEMA)` (another build of the same schema) changes nothing;
 //!   any other schema is refused with `unsupported-migration`.
 
-use keel_guest::{Error, Plugin, Table};
+use keel_guest::{Error, Plugin, Table, TableCodec};
 use serde::{Deserialize, Serialize};
 
 /// name → current value.
@@ -169,6 +169,12 @@ impl Plugin for Counter {
             #[cfg(feature = "v2")]
             Query::Summary => Value::Summary(load_summary()),
         })
+    }
+
+    /// All three tables in both versions: version 1 keeps only `counts`
+    /// but clears the other two on a rollback, so it can hold them.
+    fn tables() -> Vec<TableCodec> {
+        vec![COUNTS.codec(), RANKING.codec(), SUMMARY.codec()]
     }
 
     fn migrate(from_schema: u32) -> Result<(), Error> {
@@ -510,6 +516,34 @@ mod tests {
         let err = h.query_json(r#"{"top":{"n":1}}"#).unwrap_err();
         assert_eq!(err.code, "bad-query");
     }
+
+    #[test]
+    fn rows_convert_to_json_and_back_through_the_reserved_queries() {
+        let mut h = Harness::<Counter>::new();
+        h.handle(Command::Add {
+            name: "apples".into(),
+            amount: 3,
+        })
+        .unwrap();
+        // The row as stored: "apples" 00 00 → bincode zigzag varint of 3.
+        assert_eq!(h.dump()["counts"][b"apples\0\0".as_slice()], [6]);
+        let answer =
+            |request: &str| String::from_utf8(h.query_bytes(request.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            answer(
+                r#"{"keel.decode_rows":[{"table":"counts","key":"YXBwbGVzAAA=","value":"Bg=="}]}"#
+            ),
+            r#"[{"key":"apples","value":3}]"#
+        );
+        assert_eq!(
+            answer(r#"{"keel.encode_rows":[{"table":"counts","key":"apples","value":3}]}"#),
+            r#"[{"key":"YXBwbGVzAAA=","value":"Bg=="}]"#
+        );
+        assert_eq!(h.check_declared_tables(), Ok(1));
+        // Version 1 also declares the tables it clears on a rollback.
+        let names: Vec<_> = Counter::tables().iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["counts", "ranking", "summary"]);
+    }
 }
 
 #[cfg(all(test, feature = "v2"))]
@@ -578,6 +612,24 @@ mod v2_tests {
             logs.iter().any(|(_, l)| l.contains("migrated 4 counters")),
             "{logs:?}"
         );
+    }
+
+    #[test]
+    fn every_table_version_2_writes_is_declared() {
+        let mut h = Harness::<Counter>::new();
+        seed_v1(&[("a", 5), ("b", -3)]);
+        h.migrate(1).unwrap();
+        h.handle_json(r#"{"add": {"name": "c", "amount": 7}}"#)
+            .unwrap();
+        assert_eq!(h.dump().len(), 3);
+        // 3 counters, 3 ranking rows, 1 summary row.
+        assert_eq!(h.check_declared_tables(), Ok(7));
+        let answer = h
+            .query_bytes(
+                br#"{"keel.decode_rows":[{"table":"summary","key":"AA==","value":"AxQ="}]}"#,
+            )
+            .unwrap();
+        assert_eq!(answer, br#"[{"key":0,"value":{"counters":3,"total":10}}]"#);
     }
 
     #[test]

@@ -61,7 +61,7 @@ mod ops;
 mod queries;
 pub mod store;
 
-use keel_guest::{Error, Plugin};
+use keel_guest::{Error, Plugin, TableCodec};
 
 pub use api::{Command, Config, NewBatch, NewCertificate, Query, QueryResponse, Response};
 pub use codec::{Bytes, Digest, DigestList};
@@ -99,6 +99,26 @@ impl Plugin for Dag {
 
     fn query(request: Query) -> Result<QueryResponse, Error> {
         queries::query(request)
+    }
+
+    /// One codec per table name, with the full value type where several
+    /// typed views share a table (`certs`, `nodes`, `sequence`, `batches`).
+    fn tables() -> Vec<TableCodec> {
+        use store::*;
+        vec![
+            COMMITTEE.codec(),
+            RULES.codec(),
+            AUTHORS.codec(),
+            META.codec(),
+            CERTS.codec(),
+            NODES.codec(),
+            SEQUENCE.codec(),
+            COMMITS.codec(),
+            BATCHES.codec(),
+            BATCHES_BY_AUTHOR.codec(),
+            UNREFERENCED.codec(),
+            EVIDENCE.codec(),
+        ]
     }
 }
 

@@ -56,7 +56,7 @@ pub mod sim;
 pub mod state;
 mod view;
 
-use keel_guest::{Error, Plugin};
+use keel_guest::{Error, Plugin, TableCodec};
 use serde::{Deserialize, Serialize};
 
 pub use engine::{FUNDING_RATE_PPM_MAX, ID_BYTES_MAX, POSITION_SIZE_MAX, PRICE_MAX};
@@ -464,6 +464,15 @@ impl Plugin for Perp {
             Query::Liquidatable { market } => Answer::Positions(view::liquidatable(&market)?),
             Query::Totals => Answer::Totals(view::totals()?),
         })
+    }
+
+    fn tables() -> Vec<TableCodec> {
+        vec![
+            state::MARKETS.codec(),
+            state::ACCOUNTS.codec(),
+            state::POSITIONS.codec(),
+            state::LEDGER.codec(),
+        ]
     }
 }
 

@@ -46,7 +46,7 @@ pub mod engine;
 pub mod queries;
 pub mod store;
 
-use keel_guest::{Error, Plugin};
+use keel_guest::{Error, Plugin, TableCodec};
 
 use api::{Answer, Command, Query, Response};
 
@@ -78,6 +78,19 @@ impl Plugin for Spot {
 
     fn query(request: Query) -> Result<Answer, Error> {
         queries::answer(request)
+    }
+
+    fn tables() -> Vec<TableCodec> {
+        vec![
+            store::MARKETS.codec(),
+            store::WALLETS.codec(),
+            store::LEDGER.codec(),
+            store::ORDERS.codec(),
+            store::BOOK.codec(),
+            store::TRADES.codec(),
+            access::ACCOUNTS.codec(),
+            access::ACCOUNT_OWNERS.codec(),
+        ]
     }
 }
 

@@ -11,6 +11,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod client;
+mod state;
+
+use client::{client_get, client_post, url_encode};
+
 use crate::config::HostConfig;
 use crate::host::Host;
 use crate::state_hash::hex;
@@ -56,6 +61,19 @@ impl ClientArgs {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty()))
     }
+}
+
+/// Where an export or import runs, and how it reports.
+#[derive(Debug, clap::Args)]
+struct TransferArgs {
+    /// A stopped host's data directory (instead of the running host).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +142,9 @@ enum Command {
     Snapshot {
         /// Plugin name.
         plugin: String,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -150,8 +171,38 @@ enum Command {
         /// Any past sequence (point in time).
         #[arg(long)]
         to_sequence: Option<u64>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Writes a plugin's state to a JSON-lines export file (rows decoded
+    /// as JSON where the plugin declares its tables): from the running
+    /// host, or from a stopped host's `--data-dir`.
+    Export {
+        /// Plugin name.
+        plugin: String,
+        /// The file to write (default `<plugin>.jsonl`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        target: TransferArgs,
+    },
+    /// Creates a plugin from an export file, on the running host or in a
+    /// stopped host's `--data-dir`. The rows must hash to the export's
+    /// state hash unless `--accept-changes`.
+    Import {
+        /// The export file.
+        file: PathBuf,
+        /// The plugin's component (.wasm), when the host does not have it.
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// Import an edited file whose rows no longer hash to its header's state hash.
+        #[arg(long)]
+        accept_changes: bool,
+        #[command(flatten)]
+        target: TransferArgs,
     },
     /// Reads an API token from stdin and prints its SHA-256 (hex), the
     /// `token_sha256` to put in a `[[principal]]` of the configuration.
@@ -168,6 +219,29 @@ enum Command {
         /// again.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Print the verdicts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuilds a stopped host's database from its snapshots and journal
+    /// (database and archive) into a new file, checks every plugin, and
+    /// puts it in place (the old one stays beside it). Also the way back
+    /// when the database file is lost or damaged: each plugin is rebuilt
+    /// from its newest snapshot that verifies plus the archived journal,
+    /// and the report names the sequences that could not be recovered.
+    Recover {
+        /// The host's data directory (host stopped).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where each plugin's state comes from.
+        #[arg(long, value_enum, default_value = "hybrid")]
+        mode: crate::recover::RecoverMode,
+        /// Where the host keeps compiled components (default `<data-dir>/cache`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints a plugin's journal entries as JSON lines (sequence,
     /// timestamp, module, kind, payload, caller, outcome).
@@ -261,38 +335,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &format!("/v1/plugins/{plugin}/rollback/{module_hash}"),
             Vec::new(),
         ),
-        Command::Snapshot { plugin, client } => client_post(
-            &client,
-            &format!("/v1/plugins/{plugin}/snapshots"),
-            Vec::new(),
-        ),
+        Command::Snapshot {
+            plugin,
+            json,
+            client,
+        } => state::snapshot(&client, &plugin, json),
         Command::Snapshots {
             plugin,
             json,
             client,
-        } => list_snapshots(&client, &plugin, json),
+        } => state::list_snapshots(&client, &plugin, json),
+        Command::Export {
+            plugin,
+            output,
+            target,
+        } => state::export(&target, &plugin, output),
+        Command::Import {
+            file,
+            component,
+            accept_changes,
+            target,
+        } => state::import(&target, &file, component, accept_changes),
         Command::Restore {
             plugin,
             snapshot,
             to_sequence,
+            json,
             client,
-        } => {
-            let query = match (snapshot, to_sequence) {
-                (Some(s), _) => format!("?snapshot={s}"),
-                (_, Some(n)) => format!("?to_sequence={n}"),
-                _ => String::new(),
-            };
-            client_post(
-                &client,
-                &format!("/v1/plugins/{plugin}/restore{query}"),
-                Vec::new(),
-            )
-        }
+        } => state::restore(&client, &plugin, snapshot, to_sequence, json),
         Command::HashToken => hash_token(),
         Command::Verify {
             data_dir,
             cache_dir,
-        } => verify(data_dir, cache_dir),
+            json,
+        } => state::verify(data_dir, cache_dir, json),
+        Command::Recover {
+            data_dir,
+            mode,
+            cache_dir,
+            json,
+        } => state::recover(data_dir, mode, cache_dir, json),
         Command::Journal {
             data_dir,
             plugin,
@@ -358,14 +440,6 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-fn agent(client: &ClientArgs) -> anyhow::Result<(ureq::Agent, Option<String>)> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    Ok((agent, client.token()?.map(|t| format!("Bearer {t}"))))
-}
-
 fn hash_token() -> anyhow::Result<ExitCode> {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -384,163 +458,6 @@ fn hash_token() -> anyhow::Result<ExitCode> {
     }
     println!("{}", crate::auth::hash_hex(&crate::auth::hash_token(token)));
     Ok(ExitCode::SUCCESS)
-}
-
-fn finish(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<ExitCode> {
-    let status = response.status();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .context("reading the response")?;
-    let pretty = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
-    if status.is_success() {
-        println!("{pretty}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("HTTP {status}\n{pretty}");
-        Ok(ExitCode::FAILURE)
-    }
-}
-
-fn client_get(client: &ClientArgs, path: &str) -> anyhow::Result<ExitCode> {
-    let (agent, auth) = agent(client)?;
-    let url = format!("{}{path}", client.addr.trim_end_matches('/'));
-    let mut req = agent.get(&url);
-    if let Some(auth) = &auth {
-        req = req.header("Authorization", auth);
-    }
-    finish(req.call().with_context(|| format!("connecting to {url}"))?)
-}
-
-fn client_post(client: &ClientArgs, path: &str, body: Vec<u8>) -> anyhow::Result<ExitCode> {
-    let (agent, auth) = agent(client)?;
-    let url = format!("{}{path}", client.addr.trim_end_matches('/'));
-    let mut req = agent.post(&url);
-    if let Some(auth) = &auth {
-        req = req.header("Authorization", auth);
-    }
-    finish(
-        req.send(&body[..])
-            .with_context(|| format!("connecting to {url}"))?,
-    )
-}
-
-fn list_snapshots(client: &ClientArgs, plugin: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let (agent, auth) = agent(client)?;
-    let url = format!(
-        "{}/v1/plugins/{plugin}/snapshots",
-        client.addr.trim_end_matches('/')
-    );
-    let mut req = agent.get(&url);
-    if let Some(auth) = &auth {
-        req = req.header("Authorization", auth);
-    }
-    let mut response = req.call().with_context(|| format!("connecting to {url}"))?;
-    if json || !response.status().is_success() {
-        return finish(response);
-    }
-    let list: Vec<serde_json::Value> = response
-        .body_mut()
-        .read_json()
-        .context("reading the snapshot list")?;
-    println!(
-        "{:>12}  {:24}  {:>12}  {:>10}  {:16}  {:16}  reason",
-        "sequence", "taken", "bytes", "rows", "state hash", "module"
-    );
-    for s in list {
-        let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-        let number = |k: &str| s[k].as_u64().unwrap_or_default();
-        println!(
-            "{:>12}  {:24}  {:>12}  {:>10}  {:16}  {:16}  {}",
-            number("sequence"),
-            format_ms(number("created_ms")),
-            number("bytes"),
-            number("rows"),
-            text("state_hash").get(..16).unwrap_or_default(),
-            text("module_hash").get(..16).unwrap_or_default(),
-            text("reason"),
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
-fn format_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn verify(data_dir: PathBuf, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let db = Db::open(&data_dir.join("keel.redb"), Durability::Immediate).with_context(|| {
-        format!(
-            "opening {} (is the host still running?)",
-            data_dir.display()
-        )
-    })?;
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    // The host's own compiled components.
-    let cache = cache_dir.unwrap_or_else(|| data_dir.join("cache"));
-    let results =
-        crate::replay::replay_with_cache(&db, scratch.path(), &cache, |plugin, done, total| {
-            eprint!("\rreplaying {plugin}: {done}/{total}");
-            if done == total {
-                eprintln!();
-            }
-        })?;
-    let mut ok = true;
-    for v in &results {
-        let verdict = if v.ok() { "OK" } else { "MISMATCH" };
-        ok &= v.ok();
-        println!(
-            "{verdict:8} {:16} entries {:>9}  stored {}  replayed {}",
-            v.plugin,
-            v.entries,
-            &v.stored_hash[..16],
-            &v.replayed_hash[..16]
-        );
-        if !v.response_mismatches.is_empty() {
-            println!(
-                "         responses differ at sequences {:?}",
-                v.response_mismatches
-            );
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Result<ExitCode> {
