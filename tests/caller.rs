@@ -131,6 +131,7 @@ fn the_journal_records_each_caller_and_replay_reproduces_them() {
                 EntryKind::Command { bytes } => String::from_utf8_lossy(bytes).into_owned(),
                 EntryKind::Migrate { .. } => "migrate".to_owned(),
                 EntryKind::Restore { .. } => "restore".to_owned(),
+                EntryKind::UndoUpgrade { .. } => "undo-upgrade".to_owned(),
             };
             (kind, e.caller.as_ref().map(|c| c.principal.clone()))
         })

@@ -24,7 +24,7 @@ use crate::limits::{BATCHES_AWAITING_FSYNC_MAX, QUEUE_COMMANDS_MAX};
 use crate::query::{QueryRequest, QueryTarget, QueryWorker};
 use crate::runtime::LoadedComponent;
 use crate::storage::Db;
-use crate::storage::{Deployment, Outcome, PluginRecord};
+use crate::storage::{Deployment, EntryKind, Outcome, PluginRecord};
 
 /// What a committed command returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,14 +48,18 @@ pub(crate) enum Request {
         forced: Option<(u64, u64)>,
         reply: Reply<Deployment>,
     },
-    /// Replace the state (at a batch boundary); replies with the restore
-    /// entry's sequence.
+    /// Replace the state (at a batch boundary), journaled as `kind`;
+    /// replies with the entry's sequence.
     Restore {
         restored: Box<Restored>,
         component: LoadedComponent,
         forced: Option<(u64, u64)>,
+        kind: EntryKind,
         reply: Reply<u64>,
     },
+    /// Run a function on the executor at a batch boundary (the plugin's
+    /// other commands wait); it replies on its own.
+    Exclusive(Box<dyn FnOnce(&mut Executor) + Send>),
 }
 
 /// The handle the host keeps for a running actor.
@@ -247,10 +251,15 @@ impl Actor {
                     restored,
                     component,
                     forced,
+                    kind,
                     reply,
                 } => {
                     self.commit(std::mem::take(&mut commands));
-                    let _ = reply.send(self.executor.restore(&restored, component, forced));
+                    let _ = reply.send(self.executor.install(&restored, component, forced, kind));
+                }
+                Request::Exclusive(f) => {
+                    self.commit(std::mem::take(&mut commands));
+                    f(&mut self.executor);
                 }
             }
         }

@@ -86,6 +86,40 @@ impl Default for BatchConfig {
     }
 }
 
+/// What a deployment of a new version does first (`[deploy] dry_run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeployGate {
+    /// Deploy at once.
+    #[default]
+    Off,
+    /// Dry-run first; log the differences and deploy anyway.
+    Warn,
+    /// Dry-run first; refuse when any command is handled differently
+    /// (`force` overrides).
+    Refuse,
+}
+
+/// Deployment settings (`[deploy]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Whether and how a new version is dry-run against recorded traffic
+    /// before it replaces the running one.
+    pub dry_run: DeployGate,
+    /// How many of the last journal entries that dry run replays.
+    pub dry_run_commands: u64,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            dry_run: DeployGate::Off,
+            dry_run_commands: crate::dry_run::DEFAULT_COMMANDS,
+        }
+    }
+}
+
 /// How a plugin's calls get their WebAssembly instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -225,6 +259,8 @@ pub struct HostConfig {
     /// Where journal entries older than the oldest snapshot go, and for
     /// how long.
     pub archive: crate::storage::ArchivePolicy,
+    /// What a deployment of a new version does first.
+    pub deploy: DeployConfig,
     /// Per-call limits.
     pub limits: Limits,
     /// How plugins' instances run.
@@ -247,6 +283,7 @@ impl Default for HostConfig {
             checkpoint: Default::default(),
             snapshots: Default::default(),
             archive: Default::default(),
+            deploy: DeployConfig::default(),
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             plugins: Vec::new(),

@@ -71,6 +71,9 @@ pub struct Restored {
     pub from_snapshot: u64,
 }
 
+/// Rows a batch wrote: `table ‖ 00 ‖ key` → value now (`None`: removed).
+pub type Writes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// One call to journal and run inside a batch.
 #[derive(Debug, Clone)]
 pub enum Call {
@@ -187,6 +190,26 @@ impl Executor {
         &mut self,
         calls: Vec<Scheduled>,
     ) -> Result<(Vec<Committed>, u64), StorageError> {
+        self.run_batch_capturing(calls, false)
+            .map(|(results, record, _)| (results, record))
+    }
+
+    /// Runs one call as a batch of its own and returns its result with
+    /// the rows it wrote (see [`Batch::net_writes`]): for dry runs, which
+    /// compare two versions write by write.
+    pub fn run_one_with_writes(
+        &mut self,
+        call: Scheduled,
+    ) -> Result<(Committed, Writes), StorageError> {
+        let (mut results, _, writes) = self.run_batch_capturing(vec![call], true)?;
+        Ok((results.remove(0), writes))
+    }
+
+    fn run_batch_capturing(
+        &mut self,
+        calls: Vec<Scheduled>,
+        capture: bool,
+    ) -> Result<(Vec<Committed>, u64, Writes), StorageError> {
         let mut batch = self.db.begin_batch(self.record.id)?;
         batch.set_state_hash(self.record.state_hash);
         let mut record = self.record.clone();
@@ -242,10 +265,15 @@ impl Executor {
             batch.append_journal(record.id, entry);
         }
         record.state_hash = batch.state_hash();
+        let writes = if capture {
+            batch.net_writes()
+        } else {
+            Writes::new()
+        };
         batch.put_plugin(&record)?;
         let logged = batch.commit()?;
         self.publish(record);
-        Ok((results, logged))
+        Ok((results, logged, writes))
     }
 
     fn publish(&mut self, record: PluginRecord) {
@@ -404,6 +432,22 @@ impl Executor {
         component: LoadedComponent,
         forced: Option<(u64, u64)>,
     ) -> Result<u64, HostError> {
+        let kind = EntryKind::Restore {
+            to_sequence: restored.record.last_sequence,
+            from_snapshot: restored.from_snapshot,
+        };
+        self.install(restored, component, forced, kind)
+    }
+
+    /// Installs `restored` as the plugin's state in one batch journaled as
+    /// `kind` (a restore, an undone upgrade); see [`Executor::restore`].
+    pub fn install(
+        &mut self,
+        restored: &Restored,
+        component: LoadedComponent,
+        forced: Option<(u64, u64)>,
+        kind: EntryKind,
+    ) -> Result<u64, HostError> {
         let target = restored.record.active().clone();
         if component.hash != target.module_hash {
             return Err(HostError::Deploy(
@@ -432,10 +476,7 @@ impl Executor {
             sequence,
             timestamp_ms,
             module_hash: target.module_hash,
-            kind: EntryKind::Restore {
-                to_sequence: restored.record.last_sequence,
-                from_snapshot: restored.from_snapshot,
-            },
+            kind,
             outcome: Outcome::Ok(response.to_string().into_bytes()),
             caller: None,
         };

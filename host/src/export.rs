@@ -200,6 +200,11 @@ impl RowCodec {
         }
     }
 
+    /// Decodes one row (`table ‖ 00 ‖ key`, value), if the component can.
+    pub(crate) fn decode_one(&mut self, key: &[u8], value: &[u8]) -> Option<(Value, Value)> {
+        self.decode(&[(key, value)]).pop().flatten()
+    }
+
     /// Encodes decoded rows back to bytes; an error names the first row
     /// that does not convert.
     fn encode(&mut self, rows: Vec<(String, Value, Value)>) -> Result<SnapshotRows, String> {

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 use crate::actor::{self, ActorHandle, Receipt, Request};
 use crate::caller::Caller;
-use crate::config::{HostConfig, PluginSpec};
+use crate::config::{DeployGate, HostConfig, PluginSpec};
+use crate::dry_run::{DryRunFrom, DryRunReport};
 use crate::error::HostError;
 use crate::executor::{Executor, Restored, Scheduled};
 use crate::export::{RowCodec, TransferSummary};
@@ -22,6 +23,7 @@ use crate::snapshot::schedule::Scheduler;
 use crate::snapshot::{SnapshotInfo, SnapshotStore};
 use crate::state_hash::hex;
 use crate::storage::{Db, Deployment, Durability, PluginRecord};
+use crate::undo::UndoReport;
 
 /// A plugin's status, as listed by the API.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -272,6 +274,7 @@ impl Host {
         restored: Restored,
         component: LoadedComponent,
         forced: Option<(u64, u64)>,
+        kind: crate::storage::EntryKind,
     ) -> Result<u64, HostError> {
         let (reply, rx) = oneshot::channel();
         self.send(
@@ -280,10 +283,39 @@ impl Host {
                 restored: Box::new(restored),
                 component,
                 forced,
+                kind,
                 reply,
             },
         )?;
         rx.blocking_recv().map_err(|_| HostError::Stopped)?
+    }
+
+    /// Runs `f` on `plugin`'s executor at its next batch boundary (its
+    /// other commands wait meanwhile) and returns what `f` returns.
+    pub(crate) fn at_batch_boundary<T: Send + 'static>(
+        &self,
+        plugin: &str,
+        f: impl FnOnce(&mut Executor) -> Result<T, HostError> + Send + 'static,
+    ) -> Result<T, HostError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            plugin,
+            Request::Exclusive(Box::new(move |exec| {
+                let _ = reply.send(f(exec));
+            })),
+        )?;
+        rx.blocking_recv().map_err(|_| HostError::Stopped)?
+    }
+
+    /// Undoes an upgrade of `plugin` (the one at sequence `upgrade`, or
+    /// the active version) as if it had never happened (see
+    /// [`crate::undo`]).
+    pub fn undo_upgrade(
+        &self,
+        plugin: &str,
+        upgrade: Option<u64>,
+    ) -> Result<UndoReport, HostError> {
+        crate::undo::undo_upgrade(self, plugin, upgrade)
     }
 
     /// Creates a new plugin whose state starts as `restored` (rows and
@@ -407,7 +439,7 @@ impl Host {
 
     /// The component stored under `hash` (database, else the snapshots'
     /// module copies), loaded.
-    fn stored_component(&self, hash: &[u8; 32]) -> Result<LoadedComponent, HostError> {
+    pub(crate) fn stored_component(&self, hash: &[u8; 32]) -> Result<LoadedComponent, HostError> {
         let bytes = match self.db.module(hash)? {
             Some(bytes) => bytes,
             None => self.snapshots.module(hash)?.ok_or_else(|| {
@@ -418,6 +450,28 @@ impl Host {
             })?,
         };
         Ok(self.runtime.load(&bytes)?)
+    }
+
+    /// What `candidate` (component bytes of a new version of a running plugin)
+    /// would have done with the plugin's recorded traffic, compared command
+    /// by command with the live version, in a scratch database (see
+    /// [`crate::dry_run`]). Nothing live changes.
+    pub fn dry_run(
+        &self,
+        candidate: &[u8],
+        from: DryRunFrom,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<DryRunReport, HostError> {
+        let component = self.runtime.load(candidate)?;
+        let plugin = self.component_info(&component)?.name;
+        crate::dry_run::dry_run(
+            self,
+            &plugin,
+            component,
+            from,
+            crate::dry_run::DIFFERENCES_SHOWN,
+            progress,
+        )
     }
 
     /// `plugin`'s snapshots, oldest first.
@@ -469,8 +523,68 @@ impl Host {
     /// batch boundary, `migrate`, commit or keep the old version). Deploying
     /// the active version again changes nothing.
     pub fn deploy(&self, bytes: &[u8], config: Option<&[u8]>) -> Result<PluginStatus, HostError> {
+        self.deploy_gated(bytes, config, false)
+    }
+
+    /// [`Host::deploy`] under the `[deploy] dry_run` gate: a new version of
+    /// a running plugin is first dry-run against its last
+    /// `dry_run_commands` commands; any difference is logged (`warn`) or
+    /// refuses the deployment (`refuse`) unless `force`.
+    pub fn deploy_gated(
+        &self,
+        bytes: &[u8],
+        config: Option<&[u8]>,
+        force: bool,
+    ) -> Result<PluginStatus, HostError> {
         let component = self.runtime.load(bytes)?;
+        let gate = self.config.deploy.dry_run;
+        if gate != DeployGate::Off && !force {
+            let name = self.component_info(&component)?.name;
+            let upgrade = self
+                .plugin(&name)
+                .is_ok_and(|p| p.module_hash != hex(&component.hash));
+            if upgrade {
+                let report = crate::dry_run::dry_run(
+                    self,
+                    &name,
+                    component.clone(),
+                    DryRunFrom::Last(self.config.deploy.dry_run_commands),
+                    1,
+                    &mut |_, _| {},
+                )?;
+                if !report.identical() {
+                    let first = report.first_differences.first().map_or(0, |d| d.sequence);
+                    let summary = format!(
+                        "the dry run found {} of {} recorded commands handled differently (first: sequence {first})",
+                        report.different, report.replayed
+                    );
+                    if gate == DeployGate::Refuse {
+                        return Err(HostError::Deploy(format!(
+                            "{summary}; deploy with force to override, or look with a dry run"
+                        )));
+                    }
+                    tracing::warn!(plugin = %name, "{summary}; deploying anyway ([deploy] dry_run = \"warn\")");
+                }
+            }
+        }
         self.deploy_loaded(component, config, None)
+    }
+
+    /// What a component says about itself (`info` on a fresh instance).
+    fn component_info(
+        &self,
+        component: &LoadedComponent,
+    ) -> Result<crate::runtime::instance::PluginInfo, HostError> {
+        let mut probe = crate::runtime::PluginInstance::new(
+            component.clone(),
+            "deploying".into(),
+            u32::MAX,
+            self.config.limits,
+            crate::config::InstancePolicy::Fresh,
+        );
+        probe
+            .info()
+            .map_err(|e| HostError::Deploy(format!("the component's info() failed: {e}")))
     }
 
     pub(crate) fn deploy_loaded(
@@ -480,16 +594,7 @@ impl Host {
         forced: Option<(u64, u64)>,
     ) -> Result<PluginStatus, HostError> {
         let _guard = self.deploy_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut probe = crate::runtime::PluginInstance::new(
-            component.clone(),
-            "deploying".into(),
-            u32::MAX,
-            self.config.limits,
-            crate::config::InstancePolicy::Fresh,
-        );
-        let info = probe
-            .info()
-            .map_err(|e| HostError::Deploy(format!("the component's info() failed: {e}")))?;
+        let info = self.component_info(&component)?;
         validate_plugin_name(&info.name)?;
         let running = self
             .plugins

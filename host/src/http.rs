@@ -8,13 +8,14 @@
 //! | GET | `/v1/plugins/{name}` | any (allowed the plugin) | | one plugin |
 //! | POST | `/v1/plugins/{name}/commands` | `client` or `operator` (allowed the plugin) | command JSON | `{"sequence": n, "response": ...}` once durable |
 //! | POST | `/v1/plugins/{name}/queries` | `client` or `operator` (allowed the plugin) | query JSON | `{"response": ...}` |
-//! | POST | `/v1/plugins` | `admin` | component bytes (`?config=<json>`) | deploy or hot-swap |
+//! | POST | `/v1/plugins` | `admin` | component bytes (`?config=<json>`; `?force=true` past the `[deploy] dry_run` gate; `?dry_run=true[&last=<n>]`: only the dry-run report, nothing deployed) | deploy or hot-swap |
 //! | POST | `/v1/plugins/{name}/rollback/{module_hash}` | `admin` | | make an earlier version active |
 //! | GET | `/v1/plugins/{name}/snapshots` | any (allowed the plugin) | | the plugin's snapshots, oldest first |
 //! | POST | `/v1/plugins/{name}/snapshots` | `admin` | | take a snapshot now |
 //! | GET | `/v1/plugins/{name}/export` | `admin` | | the plugin's state as an export file (JSON lines, streamed; see [`crate::export`]) |
 //! | POST | `/v1/modules` | `admin` | component bytes | store a component without deploying it: `{"module_hash": ...}` |
 //! | POST | `/v1/import` | `admin` | an export file (`?accept_changes=true` for an edited one) | create the plugin it holds |
+//! | POST | `/v1/plugins/{name}/undo-upgrade` | `admin` | | undo the active upgrade (`?upgrade=<sequence>`: that one) as if it never happened; the report lists changed responses |
 //! | POST | `/v1/plugins/{name}/restore` | `admin` | | back to the newest snapshot, `?snapshot=<sequence>` or `?to_sequence=<n>` (the plugin's other commands wait; other plugins serve) |
 //! | GET | `/metrics` | none (open) | | Prometheus text |
 //!
@@ -81,6 +82,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Access, Denied, Need};
+use crate::dry_run::DryRunFrom;
 use crate::error::HostError;
 use crate::host::{Host, HostStatus};
 use crate::limits::{
@@ -321,6 +323,14 @@ async fn plugin(State(app): State<AppState>, Path(name): Path<String>) -> Respon
 #[derive(Deserialize)]
 struct DeployParams {
     config: Option<String>,
+    /// Only report what the new version would have done (nothing deployed).
+    #[serde(default)]
+    dry_run: bool,
+    /// Replay this many of the last commands (default: since the newest snapshot).
+    last: Option<u64>,
+    /// Deploy even if the `[deploy] dry_run` gate would refuse.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn deploy(
@@ -334,14 +344,24 @@ async fn deploy(
     };
     let host = app.host.clone();
     let result = tokio::task::spawn_blocking(move || {
-        host.deploy(&body, params.config.as_deref().map(str::as_bytes))
+        if params.dry_run {
+            let from = params
+                .last
+                .map_or(DryRunFrom::NewestSnapshot, DryRunFrom::Last);
+            host.dry_run(&body, from, &mut |_, _| {})
+                .map(|report| to_json(&report))
+        } else {
+            host.deploy_gated(
+                &body,
+                params.config.as_deref().map(str::as_bytes),
+                params.force,
+            )
+            .map(|status| to_json(&status))
+        }
     })
     .await;
     match result {
-        Ok(Ok(status)) => json_response(
-            StatusCode::OK,
-            serde_json::to_string(&status).unwrap_or_default(),
-        ),
+        Ok(Ok(answer)) => json_response(StatusCode::OK, answer),
         Ok(Err(e)) => error_response(&e),
         Err(e) => error_response(&HostError::Deploy(format!("deployment task failed: {e}"))),
     }
@@ -376,6 +396,24 @@ async fn take_snapshot(State(app): State<AppState>, Path(name): Path<String>) ->
         Ok(Ok(info)) => json_response(StatusCode::OK, to_json(&info)),
         Ok(Err(e)) => error_response(&e),
         Err(e) => error_response(&HostError::Storage(format!("snapshot task failed: {e}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct UndoParams {
+    upgrade: Option<u64>,
+}
+
+async fn undo_upgrade(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<UndoParams>,
+) -> Response {
+    let host = app.host.clone();
+    match tokio::task::spawn_blocking(move || host.undo_upgrade(&name, params.upgrade)).await {
+        Ok(Ok(report)) => json_response(StatusCode::OK, to_json(&report)),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&HostError::Deploy(format!("undo task failed: {e}"))),
     }
 }
 
@@ -797,6 +835,10 @@ pub fn router(host: Arc<Host>, access: Arc<Access>) -> Router {
                 &app,
                 Need::Admin,
             ),
+        )
+        .route(
+            "/v1/plugins/{name}/undo-upgrade",
+            guarded(post(undo_upgrade), &app, Need::Admin),
         )
         .route(
             "/v1/plugins/{name}/restore",

@@ -228,7 +228,7 @@ impl Source<'_> {
 }
 
 /// The committed state of `plugin` in `host`, as an installable copy.
-fn capture(host: &Host, plugin: &str) -> anyhow::Result<Restored> {
+pub(crate) fn capture(host: &Host, plugin: &str) -> anyhow::Result<Restored> {
     let id = host.plugin(plugin)?.id;
     let view = host.db().view(id)?;
     let record = view
@@ -317,7 +317,31 @@ pub fn replay_range(
                         None => source.state_at(record, *to_sequence)?.0,
                     };
                     let component = target.load_component(&source.module(&entry.module_hash)?)?;
-                    target.install_restored(&record.name, restored, component, forced)?;
+                    target.install_restored(
+                        &record.name,
+                        restored,
+                        component,
+                        forced,
+                        entry.kind.clone(),
+                    )?;
+                }
+                EntryKind::UndoUpgrade {
+                    upgrade_sequence,
+                    through,
+                } => {
+                    drain(&mut pending, &mut mismatches)?;
+                    let mut rebuild =
+                        crate::undo::Rebuild::start(source, record, *upgrade_sequence)?;
+                    rebuild.advance(source, record, *through)?;
+                    let state = rebuild.finish()?;
+                    let component = target.load_component(&source.module(&entry.module_hash)?)?;
+                    target.install_restored(
+                        &record.name,
+                        state,
+                        component,
+                        forced,
+                        entry.kind.clone(),
+                    )?;
                 }
                 EntryKind::Command { bytes } => {
                     let call = match &entry.outcome {

@@ -95,7 +95,11 @@ pub(crate) fn restore(
         .map_err(|e| HostError::Deploy(format!("{e:#}")))?;
     let component = host.load_component(&bytes)?;
     let undo = store.take(host.db(), record.id, "before-restore")?;
-    let sequence = host.install_restored(plugin, restored.clone(), component, None)?;
+    let kind = crate::storage::EntryKind::Restore {
+        to_sequence: restored.record.last_sequence,
+        from_snapshot: restored.from_snapshot,
+    };
+    let sequence = host.install_restored(plugin, restored.clone(), component, None, kind)?;
     let report = RestoreReport {
         plugin: plugin.to_owned(),
         restored_to: restored.record.last_sequence,

@@ -126,15 +126,43 @@ enum Command {
         /// JSON given to `init` when the plugin is new.
         #[arg(long)]
         config: Option<String>,
+        /// Deploy nothing: report what this version would have done with
+        /// the plugin's recorded commands, compared with the live version.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: replay this many of the last commands (default:
+        /// those since the newest snapshot).
+        #[arg(long, requires = "dry_run")]
+        last: Option<u64>,
+        /// Deploy even if the host's `[deploy] dry_run` gate refuses.
+        #[arg(long, conflicts_with = "dry_run")]
+        force: bool,
+        /// Print the dry-run report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Makes an earlier deployed version of a plugin active again.
+    /// Makes an earlier deployed version of a plugin active again: its
+    /// code only (`<module_hash>`, state kept, `migrate` runs), or with
+    /// `--undo-upgrade` as if the upgrade had never happened (the state
+    /// before it, every command since run again on the old version; the
+    /// answer lists the responses that now differ from what clients were told).
     Rollback {
         /// Plugin name.
         plugin: String,
         /// Module hash (hex) of the version to restore, as `keel plugins` lists it.
-        module_hash: String,
+        #[arg(required_unless_present = "undo_upgrade")]
+        module_hash: Option<String>,
+        /// Undo the upgrade instead (the active one, or `--upgrade`).
+        #[arg(long, conflicts_with = "module_hash")]
+        undo_upgrade: bool,
+        /// The sequence of the upgrade to undo (as `keel plugins` lists deployments).
+        #[arg(long, requires = "undo_upgrade")]
+        upgrade: Option<u64>,
+        /// Print the undo report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -314,27 +342,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy {
             file,
             config,
+            dry_run,
+            last,
+            force,
+            json,
             client,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut path = "/v1/plugins".to_owned();
+            if dry_run {
+                return state::dry_run(&client, bytes, last, json);
+            }
+            let mut query = vec![format!("force={force}")];
             if let Some(config) = config {
                 serde_json::from_str::<serde_json::Value>(&config)
                     .context("--config is not valid JSON")?;
-                path = format!("{path}?config={}", url_encode(&config));
+                query.push(format!("config={}", url_encode(&config)));
             }
-            client_post(&client, &path, bytes)
+            client_post(&client, &format!("/v1/plugins?{}", query.join("&")), bytes)
         }
         Command::Rollback {
             plugin,
             module_hash,
+            undo_upgrade,
+            upgrade,
+            json,
             client,
-        } => client_post(
-            &client,
-            &format!("/v1/plugins/{plugin}/rollback/{module_hash}"),
-            Vec::new(),
-        ),
+        } => match (undo_upgrade, module_hash) {
+            (true, _) => state::undo_upgrade(&client, &plugin, upgrade, json),
+            (false, Some(hash)) => client_post(
+                &client,
+                &format!("/v1/plugins/{plugin}/rollback/{hash}"),
+                Vec::new(),
+            ),
+            (false, None) => {
+                anyhow::bail!("name the module hash to roll back to, or --undo-upgrade")
+            }
+        },
         Command::Snapshot {
             plugin,
             json,
@@ -490,6 +534,15 @@ fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Re
             } => (
                 "restore",
                 format!("to sequence {to_sequence} (from the snapshot at {from_snapshot})"),
+            ),
+            crate::storage::EntryKind::UndoUpgrade {
+                upgrade_sequence,
+                through,
+            } => (
+                "undo-upgrade",
+                format!(
+                    "the upgrade at {upgrade_sequence} undone, commands through {through} run again"
+                ),
             ),
         };
         let outcome = match &entry.outcome {

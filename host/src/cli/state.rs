@@ -387,6 +387,101 @@ pub(super) fn verify(
     })
 }
 
+/// `keel deploy --dry-run`.
+pub(super) fn dry_run(
+    client: &ClientArgs,
+    component: Vec<u8>,
+    last: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let query = match last {
+        Some(n) => format!("?dry_run=true&last={n}"),
+        None => "?dry_run=true".to_owned(),
+    };
+    let progress = Progress::new("dry run", 0);
+    let report = call_json(client, Some(component), &format!("/v1/plugins{query}"))?;
+    progress.finish("done");
+    if json {
+        print(true, &report, |_| String::new());
+    } else {
+        println!(
+            "{}: {} commands replayed from sequence {}: {} identical, {} different ({} rows written by migrate; live copy diverged from the journal {} times)",
+            text(&report, "plugin"),
+            text(&report, "replayed"),
+            text(&report, "from_sequence"),
+            text(&report, "identical"),
+            text(&report, "different"),
+            text(&report, "migrate_rows_written"),
+            text(&report, "live_diverged_from_journal"),
+        );
+        if let Some(stop) = report["stopped_at"].as_str() {
+            println!("stopped at {stop}");
+        }
+        for d in report["first_differences"].as_array().into_iter().flatten() {
+            println!(
+                "--- sequence {}: {}",
+                text(d, "sequence"),
+                text(d, "command")
+            );
+            println!("    live:      {}", d["live"]);
+            println!("    candidate: {}", d["candidate"]);
+            for row in d["rows"].as_array().into_iter().flatten() {
+                println!(
+                    "    row {} {}: live {} / candidate {}",
+                    text(row, "table"),
+                    row["key"],
+                    row["live"],
+                    row["candidate"]
+                );
+            }
+        }
+    }
+    Ok(if report["different"].as_u64() == Some(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `keel rollback --undo-upgrade`.
+pub(super) fn undo_upgrade(
+    client: &ClientArgs,
+    plugin: &str,
+    upgrade: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let query = upgrade.map_or_else(String::new, |u| format!("?upgrade={u}"));
+    let progress = Progress::new(format!("undo the upgrade of {plugin}"), 0);
+    let report = call_json(
+        client,
+        Some(Vec::new()),
+        &format!("/v1/plugins/{plugin}/undo-upgrade{query}"),
+    )?;
+    progress.finish("done");
+    print(json, &report, |r| {
+        let mut out = format!(
+            "{plugin}: the upgrade at sequence {} is undone; version {} is active again, {} commands ran again on it, {} answer differently now (journaled as sequence {}; state {}; undo with `keel restore {plugin} --snapshot {}`)",
+            text(r, "upgrade_sequence"),
+            text(r, "version"),
+            text(r, "replayed"),
+            text(r, "responses_changed"),
+            text(r, "sequence"),
+            short(r, "state_hash"),
+            text(r, "undo_snapshot"),
+        );
+        for c in r["changes"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "\n  sequence {}: told {} / now {}",
+                text(c, "sequence"),
+                text(c, "told"),
+                text(c, "now")
+            ));
+        }
+        out
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `keel recover`.
 pub(super) fn recover(
     data_dir: PathBuf,

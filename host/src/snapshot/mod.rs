@@ -64,12 +64,14 @@ impl SnapshotPolicy {
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        // A market: a minute's journal to replay at most after a restore,
-        // an hour of minute-by-minute restore points.
+        // A market: at most a minute's journal to replay for a restore,
+        // ten minutes of minute-by-minute restore points; the journal since
+        // the oldest (at most ten minutes of it) stays in the database,
+        // older entries go to the archive.
         Self {
             interval_ms: 60_000,
             every_commands: 1_000_000,
-            keep_newest: 60,
+            keep_newest: 10,
             keep_max_age_ms: 0,
         }
     }

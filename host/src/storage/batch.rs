@@ -200,6 +200,23 @@ impl Batch {
         Ok(existed)
     }
 
+    /// Every row the batch has written so far that a kept command wrote,
+    /// with its value now (`None`: removed): `table ‖ 00 ‖ key` → value.
+    /// A key written back to its old value is still listed. For dry runs,
+    /// which run one command per batch.
+    pub fn net_writes(&self) -> std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let rows = &self.resident.as_ref().expect("lent until commit").rows;
+        self.undo
+            .iter()
+            .map(|u| {
+                (
+                    u.full_key[4..].to_vec(),
+                    rows.get(u.full_key.as_ref()).map(|v| v.to_vec()),
+                )
+            })
+            .collect()
+    }
+
     /// Makes the plugin's rows exactly `target` — ascending
     /// `(table ‖ 00 ‖ key, value)` pairs, as in a snapshot: removes every
     /// row `target` lacks and writes every row whose value differs, each

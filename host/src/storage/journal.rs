@@ -61,6 +61,17 @@ pub enum EntryKind {
         /// The snapshot the state was built from.
         from_snapshot: u64,
     },
+    /// An upgrade was undone as if it had never happened: the state is
+    /// the state before `upgrade_sequence` with every command journaled
+    /// after it, through `through`, run again on the version it replaced
+    /// (later deployments skipped too); that version (the entry's module)
+    /// is active again. No plugin code ran for the entry itself.
+    UndoUpgrade {
+        /// The sequence of the undone upgrade's `migrate` entry.
+        upgrade_sequence: u64,
+        /// The last journaled command run again.
+        through: u64,
+    },
 }
 
 /// How the call ended.
