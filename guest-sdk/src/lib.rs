@@ -10,6 +10,8 @@ pub mod context;
 mod error;
 #[doc(hidden)]
 pub mod export;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fixture;
 pub mod key;
 mod plugin;
 pub mod table;

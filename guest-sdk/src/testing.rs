@@ -132,6 +132,61 @@ impl<P: Plugin> Harness<P> {
         outcome
     }
 
+    /// Replays a recorded fixture (see [`crate::fixture`]) through `P`
+    /// on a fresh store: `init` with the recorded configuration (or the
+    /// recorded rows before the first command), then every command with
+    /// its recorded sequence, timestamp and caller, each answer compared
+    /// with production's. An error is a fixture that does not parse or a
+    /// state that does not load.
+    pub fn replay_fixture(text: &str) -> Result<crate::fixture::FixtureReport, String> {
+        use crate::fixture::{Divergence, FixtureReport, Recorded, parse, same, state_rows};
+        let fixture = parse(text)?;
+        let mut h = Self::new();
+        if let Some(init) = &fixture.header.init {
+            let config: P::Config = serde_json::from_value(init.clone())
+                .map_err(|e| format!("the recorded init configuration: {e}"))?;
+            h.sequence = 0;
+            if let Some(ts) = fixture.header.init_timestamp_ms {
+                h.timestamp_ms = ts.saturating_sub(1);
+            }
+            h.run_atomic(None, || P::init(config))
+                .map_err(|e| format!("init failed: {}: {}", e.code, e.message))?;
+        }
+        let rows = state_rows(&fixture.header)?;
+        STATE.with_borrow_mut(|s| {
+            for (table, key, value) in rows {
+                s.tables.entry(table).or_default().insert(key, value);
+            }
+        });
+        let mut report = FixtureReport {
+            plugin: fixture.header.plugin.clone(),
+            replayed: 0,
+            divergences: Vec::new(),
+        };
+        for c in fixture.commands {
+            h.sequence = c.sequence.saturating_sub(1);
+            h.timestamp_ms = c.timestamp_ms.saturating_sub(1);
+            h.caller = c.caller.clone();
+            let got = match h.handle_json(&c.command.to_string()) {
+                Ok(v) => Recorded::Ok(v),
+                Err(e) => Recorded::Err {
+                    code: e.code,
+                    message: e.message,
+                },
+            };
+            report.replayed += 1;
+            if !same(&c.outcome, &got) {
+                report.divergences.push(Divergence {
+                    sequence: c.sequence,
+                    command: c.command,
+                    expected: c.outcome,
+                    got,
+                });
+            }
+        }
+        Ok(report)
+    }
+
     /// Runs a command atomically: on error or panic its writes are undone.
     pub fn handle(&mut self, command: P::Command) -> Result<P::Response, Error> {
         self.run_atomic(self.caller.clone(), || P::handle(command))

@@ -139,11 +139,12 @@ pub(crate) struct RowCodec {
 
 impl RowCodec {
     pub(crate) fn new(component: LoadedComponent, limits: Limits) -> Self {
+        // Converting rows is an operator's bulk job: the migrate budget.
         let instance = PluginInstance::new(
             component,
             "row-codec".into(),
             u32::MAX,
-            limits,
+            limits.for_migrate(),
             InstancePolicy::Fresh,
         );
         Self {
@@ -152,26 +153,39 @@ impl RowCodec {
         }
     }
 
+    /// Asks the component `name` for `rows`; a call that fails (a budget
+    /// or size limit) is split in halves, down to single rows. A
+    /// component that answers no single row has no codec: raw rows from
+    /// then on.
     fn call(&mut self, name: &str, rows: Vec<Value>) -> Option<Vec<Value>> {
-        if !self.available {
+        if !self.available || rows.is_empty() {
+            return (rows.is_empty()).then(Vec::new);
+        }
+        if let Some(answers) = self.call_once(name, &rows) {
+            return Some(answers);
+        }
+        if rows.len() == 1 {
+            self.available = false;
             return None;
         }
-        let count = rows.len();
+        let mut rows = rows;
+        let second = rows.split_off(rows.len() / 2);
+        let mut answers = self.call(name, rows)?;
+        answers.extend(self.call(name, second)?);
+        Some(answers)
+    }
+
+    fn call_once(&mut self, name: &str, rows: &[Value]) -> Option<Vec<Value>> {
         let request = serde_json::to_vec(&serde_json::json!({ name: rows })).ok()?;
         self.instance.set_storage(StorageAccess::None);
         self.instance.set_context(0, now_ms());
         self.instance.set_caller(None);
         let answer = self.instance.query(&request);
         self.instance.take_storage();
-        let parsed = answer
+        answer
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-            .filter(|v| v.len() == count);
-        if parsed.is_none() {
-            // Not an SDK plugin (or an older SDK): raw rows from now on.
-            self.available = false;
-        }
-        parsed
+            .filter(|v| v.len() == rows.len())
     }
 
     /// Decodes rows (`table ‖ 00 ‖ key`, value) to JSON where the

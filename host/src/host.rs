@@ -474,6 +474,25 @@ impl Host {
         )
     }
 
+    /// Writes `plugin`'s journal `from..=to` as a test fixture (see
+    /// [`crate::fixture`]).
+    pub fn write_fixture(
+        &self,
+        plugin: &str,
+        from: u64,
+        to: u64,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<crate::fixture::FixtureSummary> {
+        let record = self.record(plugin)?;
+        let source = crate::replay::Source {
+            db: Some(&self.db),
+            archive_root: self.db.archive_dir(""),
+            snapshots: Some(&self.snapshots),
+            cache_dir: self.cache_dir(),
+        };
+        crate::fixture::write_fixture(&source, &record, from, to, out)
+    }
+
     /// `plugin`'s snapshots, oldest first.
     pub fn snapshots(&self, plugin: &str) -> Result<Vec<SnapshotInfo>, HostError> {
         self.plugin(plugin)?;
@@ -571,7 +590,7 @@ impl Host {
     }
 
     /// What a component says about itself (`info` on a fresh instance).
-    fn component_info(
+    pub(crate) fn component_info(
         &self,
         component: &LoadedComponent,
     ) -> Result<crate::runtime::instance::PluginInfo, HostError> {

@@ -10,6 +10,7 @@ pub mod dry_run;
 pub mod error;
 pub mod executor;
 pub mod export;
+pub mod fixture;
 pub mod host;
 pub mod http;
 pub mod limits;

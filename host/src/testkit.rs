@@ -196,6 +196,123 @@ impl TestHost {
         self.host = Some(Host::open(config).expect("reopening the test host"));
     }
 
+    /// Replays a recorded fixture (see [`crate::fixture`]) through
+    /// `component` (bytes of the build under test) as a new plugin of this
+    /// host: `init` with the recorded configuration, or the recorded rows,
+    /// then every command with its recorded sequence, timestamp and
+    /// caller; each answer is compared with production's. An error is a
+    /// fixture or component that does not load.
+    pub fn replay_fixture(
+        &self,
+        component: &[u8],
+        fixture: &str,
+    ) -> Result<crate::fixture::FixtureReport, String> {
+        use crate::executor::{Call, Restored, Scheduled};
+        use crate::fixture::{FixtureDivergence, FixtureReport, same};
+        #[derive(serde::Deserialize)]
+        struct Line {
+            sequence: u64,
+            timestamp_ms: u64,
+            caller: Option<Caller>,
+            command: Box<serde_json::value::RawValue>,
+            outcome: Value,
+        }
+        let mut lines = fixture.lines().filter(|l| !l.trim().is_empty());
+        let header: Value = serde_json::from_str(lines.next().ok_or("an empty fixture")?)
+            .map_err(|e| format!("the header: {e}"))?;
+        let host = self.host();
+        let loaded = host.load_component(component).map_err(|e| e.to_string())?;
+        let plugin = header["plugin"].as_str().unwrap_or_default().to_owned();
+        if !header["init"].is_null() {
+            let ts = header["init_timestamp_ms"].as_u64().unwrap_or(0);
+            let config = header["init"].to_string();
+            host.deploy_loaded(loaded, Some(config.as_bytes()), Some((1, ts)))
+                .map_err(|e| e.to_string())?;
+        } else {
+            let from = header["from"].as_u64().unwrap_or(1);
+            let info = host.component_info(&loaded).map_err(|e| e.to_string())?;
+            let mut rows = Vec::new();
+            let mut hash = crate::state_hash::StateHash::EMPTY;
+            for row in header["state"].as_array().into_iter().flatten() {
+                let field = |i: usize| -> Result<Vec<u8>, String> {
+                    let text = row[i].as_str().ok_or("a state row is not strings")?;
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+                        .map_err(|e| e.to_string())
+                };
+                let table = row[0].as_str().ok_or("a state row has no table")?;
+                let (key, value) = (field(1)?, field(2)?);
+                hash.add(table, &key, &value);
+                let mut full = table.as_bytes().to_vec();
+                full.push(0);
+                full.extend_from_slice(&key);
+                rows.push((full, value));
+            }
+            rows.sort();
+            let restored = Restored {
+                record: crate::storage::PluginRecord {
+                    id: 0,
+                    name: info.name.clone(),
+                    deployments: vec![crate::storage::Deployment {
+                        module_hash: loaded.hash,
+                        version: info.version,
+                        schema: info.schema,
+                        sequence: from - 1,
+                    }],
+                    last_sequence: from - 1,
+                    last_timestamp_ms: 0,
+                    state_hash: hash,
+                },
+                rows,
+                from_snapshot: 0,
+            };
+            host.seed_plugin(loaded, &restored)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut pending = Vec::new();
+        for (i, text) in lines.enumerate() {
+            let line: Line =
+                serde_json::from_str(text).map_err(|e| format!("line {}: {e}", i + 2))?;
+            let scheduled = Scheduled {
+                call: Call::Command(line.command.get().as_bytes().to_vec()),
+                forced: Some((line.sequence, line.timestamp_ms)),
+                caller: line.caller.map(std::sync::Arc::new),
+            };
+            let rx = host
+                .enqueue_scheduled(&plugin, scheduled)
+                .map_err(|e| e.to_string())?;
+            pending.push((line.sequence, line.command, line.outcome, rx));
+        }
+        let mut report = FixtureReport {
+            plugin: plugin.clone(),
+            replayed: 0,
+            divergences: Vec::new(),
+        };
+        for (sequence, command, expected, rx) in pending {
+            let got = match rx
+                .blocking_recv()
+                .map_err(|_| "the host stopped".to_owned())?
+            {
+                Ok(receipt) => serde_json::json!({
+                    "ok": serde_json::from_slice::<Value>(&receipt.response).unwrap_or(Value::Null)
+                }),
+                Err(HostError::Rejected { code, message, .. }) => {
+                    serde_json::json!({"err": {"code": code, "message": message}})
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            report.replayed += 1;
+            if !same(&expected, &got) {
+                report.divergences.push(FixtureDivergence {
+                    sequence,
+                    command: serde_json::from_str(command.get()).unwrap_or(Value::Null),
+                    expected,
+                    got,
+                });
+            }
+        }
+        Ok(report)
+    }
+
     /// Replays the journal into a fresh host and compares state hashes.
     pub fn verify_replay(&self) -> Vec<Verification> {
         let scratch = self

@@ -101,6 +101,7 @@ fn host(market: &[Vec<u8>], commands: &[Vec<u8>], in_flight: usize) -> (Run, Tes
     t.deploy_file(plugins::AUCTION);
     submit_all(t.host(), "auction", market);
     let (seconds, latencies_us, refused) = pipelined(t.host(), "auction", commands, in_flight);
+    keel_tests::bench::record_fixture(t.host(), "auction", 1);
     (
         Run {
             seconds,

@@ -167,6 +167,7 @@ fn host(t: &TestHost, certs: usize, commands: &[Vec<u8>], in_flight: usize) -> R
     let (seconds, latencies_us, refused) =
         keel_tests::bench::pipelined_checked(t.host(), "dag", commands, in_flight, all_inserted);
     assert_eq!(refused, 0, "every insert is valid");
+    keel_tests::bench::record_fixture(t.host(), "dag", 1);
     Run {
         certs,
         seconds,

@@ -164,6 +164,7 @@ fn host(commands: &[Vec<u8>], in_flight: usize) -> (Run, TestHost) {
     let setup: Vec<Vec<u8>> = setup().iter().map(|c| c.to_string().into_bytes()).collect();
     submit_all(t.host(), "perp", &setup);
     let (seconds, latencies_us, refused) = pipelined(t.host(), "perp", commands, in_flight);
+    keel_tests::bench::record_fixture(t.host(), "perp", 1);
     (
         Run {
             seconds,

@@ -254,6 +254,7 @@ fn host(t: &TestHost, commands: &[Vec<u8>], in_flight: usize) -> Run {
     submit_all(t.host(), "spot", &setup);
     let cpu = cpu_seconds();
     let (seconds, latencies_us, refused) = pipelined(t.host(), "spot", commands, in_flight);
+    keel_tests::bench::record_fixture(t.host(), "spot", setup.len() as u64 + 2);
     Run {
         orders: commands.len(),
         seconds,

@@ -65,6 +65,34 @@ pub fn pipelined_checked(
     (start.elapsed().as_secs_f64(), latencies_us, refused)
 }
 
+/// With `KEEL_RECORD_FIXTURES=<dir>`, writes `<dir>/<plugin>.jsonl`:
+/// `KEEL_FIXTURE_COMMANDS` (default 2000) journal entries of `plugin` in
+/// `host` from sequence `from` (the state before it embedded), as a test
+/// fixture — how `tests/fixtures/` was made from the benchmark workloads
+/// (an existing file is kept).
+pub fn record_fixture(host: &keel_host::Host, plugin: &str, from: u64) {
+    let Ok(dir) = std::env::var("KEEL_RECORD_FIXTURES") else {
+        return;
+    };
+    let last = host.plugin(plugin).expect("plugin").last_sequence;
+    let to = last.min(from + env("KEEL_FIXTURE_COMMANDS", 2000) as u64 - 1);
+    let path = std::path::Path::new(&dir).join(format!("{plugin}.jsonl"));
+    if path.exists() {
+        // The first (fullest) run of a benchmark records; later runs of
+        // other shapes leave it.
+        return;
+    }
+    let mut file = std::fs::File::create(&path).expect("creating the fixture");
+    let summary = host
+        .write_fixture(plugin, from, to, &mut file)
+        .expect("writing the fixture");
+    eprintln!(
+        "fixture: {} commands to {}",
+        summary.commands,
+        path.display()
+    );
+}
+
 /// A benchmark size from the environment variable `name`, or `default`.
 pub fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -41,6 +41,27 @@ pub fn assert_export_round_trip(t: &TestHost, plugin: &str, wasm: &str) -> (Vec<
     (file, summary.decoded_rows)
 }
 
+/// Opens the stopped host's database in `data_dir` and replays it (from
+/// the first entry, or from the oldest snapshot where the journal was
+/// archived away) into a scratch host; returns the verdicts.
+pub fn verify_data_dir(data_dir: &std::path::Path) -> Vec<keel_host::replay::Verification> {
+    let db = keel_host::storage::Db::open(
+        &data_dir.join("keel.redb"),
+        keel_host::storage::Durability::Immediate,
+    )
+    .expect("opening the database");
+    let store = keel_host::snapshot::SnapshotStore::new(data_dir);
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    keel_host::replay::verify(
+        &db,
+        Some(&store),
+        scratch.path(),
+        &std::env::temp_dir().join("keel-test-component-cache"),
+        |_, _, _| {},
+    )
+    .expect("replaying")
+}
+
 /// Reads a bundled component's bytes.
 pub fn component(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))

@@ -19,7 +19,6 @@ use client::{client_get, client_post, url_encode};
 use crate::config::HostConfig;
 use crate::host::Host;
 use crate::state_hash::hex;
-use crate::storage::{Db, Durability};
 
 /// Keel: a WebAssembly-pluggable storage host.
 #[derive(Debug, Parser)]
@@ -273,18 +272,52 @@ enum Command {
     },
     /// Prints a plugin's journal entries as JSON lines (sequence,
     /// timestamp, module, kind, payload, caller, outcome).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Journal {
+        /// `export`: write a test fixture instead of printing.
+        #[command(subcommand)]
+        action: Option<JournalAction>,
         /// The host's data directory (host stopped).
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[arg(long, required = true)]
+        data_dir: Option<PathBuf>,
         /// Plugin name.
-        plugin: String,
+        #[arg(required = true)]
+        plugin: Option<String>,
         /// First sequence to print.
         #[arg(long, default_value_t = 1)]
         from: u64,
         /// Most entries to print.
         #[arg(long, default_value_t = 100)]
         limit: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalAction {
+    /// Writes a plugin's recorded commands and the answers they got as a
+    /// test fixture (JSON lines, see the host's `fixture.rs`) that the
+    /// guest SDK's `Harness::replay_fixture` and the test kit's
+    /// `TestHost::replay_fixture` replay through a build under test.
+    /// Reads a stopped host's data directory (database and archive).
+    Export {
+        /// Plugin name.
+        plugin: String,
+        /// The host's data directory (host stopped).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// First sequence (default 1: from `init`; later: the state before
+        /// it is embedded).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last sequence (default: the last).
+        #[arg(long)]
+        to: Option<u64>,
+        /// The file to write (default `<plugin>.fixture.jsonl`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -420,11 +453,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => state::recover(data_dir, mode, cache_dir, json),
         Command::Journal {
+            action:
+                Some(JournalAction::Export {
+                    plugin,
+                    data_dir,
+                    from,
+                    to,
+                    output,
+                    json,
+                }),
+            ..
+        } => state::journal_export(&data_dir, &plugin, from, to, output, json),
+        Command::Journal {
             data_dir,
             plugin,
             from,
             limit,
-        } => journal(data_dir, &plugin, from, limit),
+            ..
+        } => match (data_dir, plugin) {
+            (Some(data_dir), Some(plugin)) => journal(data_dir, &plugin, from, limit),
+            _ => anyhow::bail!("keel journal needs --data-dir and a plugin name"),
+        },
     }
 }
 
@@ -505,17 +554,7 @@ fn hash_token() -> anyhow::Result<ExitCode> {
 }
 
 fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Result<ExitCode> {
-    let db = Db::open(&data_dir.join("keel.redb"), Durability::Immediate).with_context(|| {
-        format!(
-            "opening {} (is the host still running?)",
-            data_dir.display()
-        )
-    })?;
-    let record = db
-        .plugins()?
-        .into_iter()
-        .find(|r| r.name == plugin)
-        .with_context(|| format!("no plugin named {plugin:?} in {}", data_dir.display()))?;
+    let (db, record) = state::open_stopped(&data_dir, plugin)?;
     let to = from.saturating_add(limit.saturating_sub(1));
     for entry in db.journal(record.id, from, to)? {
         let (kind, payload) = match &entry.kind {

@@ -482,6 +482,74 @@ pub(super) fn undo_upgrade(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Opens a stopped host's database and finds `plugin`'s record.
+pub(super) fn open_stopped(
+    data_dir: &Path,
+    plugin: &str,
+) -> anyhow::Result<(Db, crate::storage::PluginRecord)> {
+    let db = Db::open(&data_dir.join("keel.redb"), Durability::Immediate).with_context(|| {
+        format!(
+            "opening {} (is the host still running?)",
+            data_dir.display()
+        )
+    })?;
+    let record = db
+        .plugins()?
+        .into_iter()
+        .find(|r| r.name == plugin)
+        .with_context(|| format!("no plugin named {plugin:?} in {}", data_dir.display()))?;
+    Ok((db, record))
+}
+
+/// `keel journal export`.
+pub(super) fn journal_export(
+    data_dir: &Path,
+    plugin: &str,
+    from: u64,
+    to: Option<u64>,
+    output: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("{plugin}.fixture.jsonl")));
+    let (db, record) = open_stopped(data_dir, plugin)?;
+    let store = crate::snapshot::SnapshotStore::new(data_dir);
+    let source = crate::replay::Source {
+        db: Some(&db),
+        archive_root: data_dir.join("archive"),
+        snapshots: Some(&store),
+        cache_dir: data_dir.join("cache"),
+    };
+    let progress = Progress::new(format!("journal export {plugin}"), 0);
+    let mut out = BufWriter::new(
+        std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?,
+    );
+    let summary = crate::fixture::write_fixture(
+        &source,
+        &record,
+        from,
+        to.unwrap_or(record.last_sequence),
+        &mut out,
+    )?;
+    progress.finish("written");
+    let mut value = serde_json::to_value(&summary)?;
+    value["file"] = Value::String(output.display().to_string());
+    print(json, &value, |s| {
+        format!(
+            "{}: {} commands ({}..={}) to {}{}",
+            text(s, "plugin"),
+            text(s, "commands"),
+            text(s, "from"),
+            text(s, "to"),
+            text(s, "file"),
+            s["ended_at"]
+                .as_str()
+                .map(|e| format!("; ended at {e}"))
+                .unwrap_or_default()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `keel recover`.
 pub(super) fn recover(
     data_dir: PathBuf,

@@ -7,9 +7,10 @@
 //!
 //! A snapshot is written from a read view — an O(1) copy of the plugin's
 //! resident rows and record at a batch boundary — so commands keep
-//! flowing while it is written. The file is written under a temporary
-//! name, fsynced, read back and checked in full (every checksum and the
-//! state hash), then renamed into place and the directory fsynced: a
+//! flowing while it is written. The rows are hashed as they are encoded
+//! and must equal the record's state hash; the file is written under a
+//! temporary name, fsynced, read back and checked (every checksum, every
+//! chunk decompresses), then renamed into place and the directory fsynced: a
 //! listed snapshot is a complete one. The components a snapshot's record
 //! names are copied to `<data_dir>/modules/<hash>.wasm` (content
 //! addressed), so that a plugin can be rebuilt from its snapshot without
@@ -283,8 +284,9 @@ impl SnapshotStore {
                     found: format!("{} ({count} rows)", hash.to_hex()),
                 });
             }
-            // What is on disk, read back and checked in full.
-            format::read(&temp)?;
+            // What is on disk, read back: every checksum, every chunk
+            // decompresses (the rows were hashed as they were encoded).
+            format::check(&temp)?;
             std::fs::rename(&temp, &path).map_err(io_err("renaming", &temp))?;
             sync_dir(&dir)
         })();
