@@ -80,3 +80,42 @@ fn an_empty_plugin_hashes_to_the_empty_state() {
         keel_host::state_hash::StateHash::EMPTY.to_hex()
     );
 }
+
+#[test]
+fn verify_detects_a_row_damaged_behind_the_hosts_back() {
+    let mut t = TestHost::new();
+    t.deploy_file(plugins::COUNTER);
+    for i in 0..20 {
+        t.call(
+            "counter",
+            json!({"add": {"name": format!("k{}", i % 3), "amount": i}}),
+        )
+        .unwrap();
+    }
+    t.stop();
+    assert!(
+        keel_tests::verify_data_dir(t.data_dir())
+            .iter()
+            .all(|v| v.ok())
+    );
+    // Change one stored value with redb directly, as a disk or an
+    // operator might.
+    {
+        let db = redb::Database::open(t.data_dir().join("keel.redb")).unwrap();
+        let state: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("state");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(state).unwrap();
+            let key = {
+                let (k, _) = redb::ReadableTable::first(&table).unwrap().unwrap();
+                k.value().to_vec()
+            };
+            table.insert(key.as_slice(), [9u8].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let verdicts = keel_tests::verify_data_dir(t.data_dir());
+    assert!(!verdicts[0].ok(), "{verdicts:?}");
+    assert_ne!(verdicts[0].rows_hash, verdicts[0].stored_hash);
+    assert_eq!(verdicts[0].replayed_hash, verdicts[0].stored_hash);
+}

@@ -34,8 +34,11 @@ pub struct Verification {
     pub plugin: String,
     /// Journal entries replayed.
     pub entries: u64,
-    /// The hash the source database holds.
+    /// The hash the source database holds in the plugin's record.
     pub stored_hash: String,
+    /// The hash of the rows the source database holds (a row damaged
+    /// behind the host's back shows here).
+    pub rows_hash: String,
     /// The hash the replay produced.
     pub replayed_hash: String,
     /// Responses that differed from the journaled ones (first few sequences).
@@ -48,7 +51,9 @@ pub struct Verification {
 impl Verification {
     /// Whether the replay reproduced the plugin exactly.
     pub fn ok(&self) -> bool {
-        self.stored_hash == self.replayed_hash && self.response_mismatches.is_empty()
+        self.stored_hash == self.replayed_hash
+            && self.rows_hash == self.stored_hash
+            && self.response_mismatches.is_empty()
     }
 }
 
@@ -431,10 +436,23 @@ pub fn verify(
             &mut |done| progress(&record.name, done, total),
         )?;
         let replayed = target.plugin(&record.name)?;
+        let mut rows_hash = crate::state_hash::StateHash::EMPTY;
+        source
+            .db
+            .expect("verify reads a database")
+            .view(record.id)?
+            .for_each_row(|k, v| {
+                if let Some((table, key)) = crate::snapshot::format::split_key(k) {
+                    rows_hash.add(table, key, v);
+                }
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
         out.push(Verification {
             plugin: record.name.clone(),
             entries: total - from_snapshot,
             stored_hash: record.state_hash.to_hex(),
+            rows_hash: rows_hash.to_hex(),
             replayed_hash: replayed.state_hash,
             response_mismatches: mismatches,
             from_snapshot,

@@ -366,10 +366,11 @@ pub(super) fn verify(
         for v in &results {
             let verdict = if v.ok() { "OK" } else { "MISMATCH" };
             println!(
-                "{verdict:8} {:16} entries {:>9}  stored {}  replayed {}",
+                "{verdict:8} {:16} entries {:>9}  stored {}  rows {}  replayed {}",
                 v.plugin,
                 v.entries,
                 &v.stored_hash[..16],
+                &v.rows_hash[..16],
                 &v.replayed_hash[..16]
             );
             if !v.response_mismatches.is_empty() {
