@@ -44,8 +44,8 @@ pub const DEFAULT_COMMANDS: u64 = 10_000;
 /// Where a dry run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DryRunFrom {
-    /// The newest snapshot (or the last [`DEFAULT_COMMANDS`] commands
-    /// when there is none).
+    /// The newest snapshot before the last command (or the last
+    /// [`DEFAULT_COMMANDS`] commands when there is none).
     NewestSnapshot,
     /// The state this many journal entries ago.
     Last(u64),
@@ -171,8 +171,12 @@ pub(crate) fn dry_run(
     };
     let start = match from {
         DryRunFrom::Last(n) => last.saturating_sub(n).max(1),
+        // A snapshot at the last sequence would leave nothing to replay.
         DryRunFrom::NewestSnapshot => {
-            match host.snapshot_store().newest_at_or_before(plugin, last)? {
+            match host
+                .snapshot_store()
+                .newest_at_or_before(plugin, last.saturating_sub(1))?
+            {
                 Some(s) => s,
                 None => last.saturating_sub(DEFAULT_COMMANDS).max(1),
             }

@@ -12,15 +12,24 @@ const LANES: usize = 8;
 #[derive(Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StateHash([u64; LANES]);
 
+thread_local! {
+    /// One hasher per thread, reset for each pair: a fresh
+    /// `blake3::Hasher` is a 1.7 KB struct to initialise, more than the
+    /// hashing of a small row itself.
+    static HASHER: std::cell::RefCell<blake3::Hasher> = std::cell::RefCell::new(blake3::Hasher::new());
+}
+
 fn digest(table: &str, key: &[u8], value: &[u8]) -> [u64; LANES] {
-    let mut h = blake3::Hasher::new();
-    h.update(&(table.len() as u32).to_le_bytes());
-    h.update(table.as_bytes());
-    h.update(&(key.len() as u32).to_le_bytes());
-    h.update(key);
-    h.update(value);
     let mut out = [0u8; LANES * 8];
-    h.finalize_xof().fill(&mut out);
+    HASHER.with_borrow_mut(|h| {
+        h.reset();
+        h.update(&(table.len() as u32).to_le_bytes());
+        h.update(table.as_bytes());
+        h.update(&(key.len() as u32).to_le_bytes());
+        h.update(key);
+        h.update(value);
+        h.finalize_xof().fill(&mut out);
+    });
     let mut lanes = [0u64; LANES];
     for (lane, chunk) in lanes.iter_mut().zip(out.chunks_exact(8)) {
         *lane = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));

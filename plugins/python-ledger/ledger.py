@@ -135,7 +135,8 @@ def lottery(args: Dict[str, Any]) -> Dict[str, Any]:
 def clock(_args: Dict[str, Any]) -> Dict[str, Any]:
     """What Python's clocks say during this command (nothing is stored)."""
     return {
-        "time_ms": int(time.time() * 1000),
+        # round, not int: a float of seconds times 1000 may land just below the integer.
+        "time_ms": round(time.time() * 1000),
         "time_ns": time.time_ns(),
         "journaled_ms": context.timestamp_ms(),
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
