@@ -45,6 +45,7 @@ fn a_snapshot_restores_exactly_and_a_restore_can_be_undone_and_replayed() {
     assert_eq!(report.restored_to, snap.sequence);
     assert_eq!(report.sequence, before_restore.last_sequence + 1);
     assert_eq!(report.undo_snapshot, before_restore.last_sequence);
+    assert_eq!(report.undo_to_sequence, before_restore.last_sequence);
     assert_eq!(t.state_hash("counter"), at_snapshot.state_hash);
     assert_eq!(t.tables("counter"), tables_then);
     let last = t.journal("counter").pop().unwrap();

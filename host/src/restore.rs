@@ -46,8 +46,12 @@ pub struct RestoreReport {
     pub state_hash: String,
     /// The module active now (hex).
     pub module_hash: String,
-    /// The snapshot of the state before the restore (restore it to undo).
+    /// The snapshot taken of the state before the restore began.
     pub undo_snapshot: u64,
+    /// The sequence just before the restore entry: `--to-sequence` it to
+    /// undo the restore exactly (commands that arrived while the restore
+    /// was prepared included; it starts from `undo_snapshot`).
+    pub undo_to_sequence: u64,
     /// Wall time, in milliseconds.
     pub millis: u64,
 }
@@ -109,6 +113,7 @@ pub(crate) fn restore(
         state_hash: restored.record.state_hash.to_hex(),
         module_hash: hex(&hash),
         undo_snapshot: undo.sequence,
+        undo_to_sequence: sequence - 1,
         millis: started.elapsed().as_millis() as u64,
     };
     tracing::info!(

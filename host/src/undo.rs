@@ -53,8 +53,11 @@ pub struct UndoReport {
     pub sequence: u64,
     /// The state hash now (hex).
     pub state_hash: String,
-    /// The snapshot of the state before the undo (restore it to undo the undo).
+    /// The snapshot taken of the state before the undo began.
     pub undo_snapshot: u64,
+    /// The sequence just before the undo entry: `--to-sequence` it to
+    /// undo the undo exactly.
+    pub undo_to_sequence: u64,
 }
 
 fn show(outcome: &Result<Vec<u8>, String>) -> String {
@@ -266,5 +269,6 @@ pub(crate) fn undo_upgrade(
         sequence,
         state_hash,
         undo_snapshot: undo_snapshot.sequence,
+        undo_to_sequence: sequence - 1,
     })
 }

@@ -133,13 +133,13 @@ pub(super) fn restore(
     print(json, &report, |r| {
         format!(
             "{plugin} has the state of sequence {} again (snapshot {} + {} entries replayed), \
-             journaled as sequence {}; state {}; undo with `keel restore {plugin} --snapshot {}`",
+             journaled as sequence {}; state {}; undo with `keel restore {plugin} --to-sequence {}`",
             text(r, "restored_to"),
             text(r, "from_snapshot"),
             text(r, "replayed"),
             text(r, "sequence"),
             short(r, "state_hash"),
-            text(r, "undo_snapshot"),
+            text(r, "undo_to_sequence"),
         )
     });
     Ok(ExitCode::SUCCESS)
@@ -461,14 +461,14 @@ pub(super) fn undo_upgrade(
     progress.finish("done");
     print(json, &report, |r| {
         let mut out = format!(
-            "{plugin}: the upgrade at sequence {} is undone; version {} is active again, {} commands ran again on it, {} answer differently now (journaled as sequence {}; state {}; undo with `keel restore {plugin} --snapshot {}`)",
+            "{plugin}: the upgrade at sequence {} is undone; version {} is active again, {} commands ran again on it, {} answer differently now (journaled as sequence {}; state {}; undo with `keel restore {plugin} --to-sequence {}`)",
             text(r, "upgrade_sequence"),
             text(r, "version"),
             text(r, "replayed"),
             text(r, "responses_changed"),
             text(r, "sequence"),
             short(r, "state_hash"),
-            text(r, "undo_snapshot"),
+            text(r, "undo_to_sequence"),
         );
         for c in r["changes"].as_array().into_iter().flatten() {
             out.push_str(&format!(
