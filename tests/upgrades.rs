@@ -137,6 +137,14 @@ fn an_undone_upgrade_ends_where_a_host_that_never_upgraded_ends() {
     pipelined(without.host(), "counter", &before, 256);
     with.deploy(&component(plugins::COUNTER_V2), None).unwrap();
     let upgrade = with.status("counter").last_sequence;
+    // The upgrade left a snapshot of the state it started from.
+    let before_deploy = with.host().snapshots("counter").unwrap();
+    assert!(
+        before_deploy
+            .iter()
+            .any(|s| s.reason == "before-deploy" && s.sequence == upgrade - 1),
+        "{before_deploy:?}"
+    );
     // 1000 commands, ten of which version 2 refuses (out of its range)
     // and version 1 accepts.
     let mut after: Vec<Vec<u8>> = (0..10)

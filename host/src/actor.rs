@@ -23,7 +23,7 @@ use crate::executor::{Call, Committed, Executor, Restored, Scheduled};
 use crate::limits::{BATCHES_AWAITING_FSYNC_MAX, QUEUE_COMMANDS_MAX};
 use crate::query::{QueryRequest, QueryTarget, QueryWorker};
 use crate::runtime::LoadedComponent;
-use crate::storage::Db;
+use crate::storage::{Db, ReadView};
 use crate::storage::{Deployment, EntryKind, Outcome, PluginRecord};
 
 /// What a committed command returned.
@@ -43,10 +43,12 @@ pub(crate) enum Request {
         call: Scheduled,
         reply: Reply<Receipt>,
     },
+    /// Replies with the new deployment and a view of the state just
+    /// before it (for the before-deploy snapshot).
     Upgrade {
         component: LoadedComponent,
         forced: Option<(u64, u64)>,
-        reply: Reply<Deployment>,
+        reply: Reply<(Deployment, Option<ReadView>)>,
     },
     /// Replace the state (at a batch boundary), journaled as `kind`;
     /// replies with the entry's sequence.
@@ -245,7 +247,16 @@ impl Actor {
                 } => {
                     // An upgrade is a batch boundary: commit what came before it.
                     self.commit(std::mem::take(&mut commands));
-                    let _ = reply.send(self.executor.upgrade(component, forced));
+                    // The state the upgrade starts from, at this boundary
+                    // (an O(1) view; the snapshot file is written by the
+                    // caller, off this thread).
+                    let id = self.executor.record().id;
+                    let before = self.executor.db().view(id).ok();
+                    let _ = reply.send(
+                        self.executor
+                            .upgrade(component, forced)
+                            .map(|deployment| (deployment, before)),
+                    );
                 }
                 Request::Restore {
                     restored,

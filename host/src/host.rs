@@ -634,7 +634,15 @@ impl Host {
                     reply,
                 },
             )?;
-            rx.blocking_recv().map_err(|_| HostError::Stopped)??;
+            let (_, before) = rx.blocking_recv().map_err(|_| HostError::Stopped)??;
+            if let (None, Some(view)) = (forced, before) {
+                // Every upgrade leaves a snapshot of the state it started
+                // from: the base of `--undo-upgrade` (and of dry runs) even
+                // after the journal before it is archived and pruned.
+                if let Err(e) = self.snapshots.take_view(&self.db, &view, "before-deploy") {
+                    tracing::warn!(plugin = %info.name, error = %e, "the snapshot before the upgrade failed");
+                }
+            }
             tracing::info!(plugin = %info.name, version = %info.version, "plugin upgraded");
             return self.plugin(&info.name);
         }

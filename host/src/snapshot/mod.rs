@@ -215,11 +215,22 @@ impl SnapshotStore {
         plugin_id: u32,
         reason: &str,
     ) -> Result<SnapshotInfo, SnapshotError> {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let view = db.view(plugin_id)?;
+        self.take_view(db, &view, reason)
+    }
+
+    /// Writes a snapshot of the state `view` holds (taken earlier, e.g. at
+    /// the batch boundary before an upgrade).
+    pub fn take_view(
+        &self,
+        db: &Db,
+        view: &crate::storage::ReadView,
+        reason: &str,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let record = view
             .record()?
-            .ok_or_else(|| SnapshotError::NotFound(format!("plugin id {plugin_id}")))?;
+            .ok_or_else(|| SnapshotError::NotFound("a view without a plugin record".into()))?;
         for deployment in &record.deployments {
             self.keep_module(db, &deployment.module_hash)?;
         }
