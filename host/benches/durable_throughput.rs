@@ -9,6 +9,12 @@
 //! 20 000), for the acknowledgement latency a lightly loaded client sees,
 //! and the host's resident memory at the end.
 //!
+//! Then state larger than memory: the same fill (random keys) on a host
+//! whose resident budget (`[checkpoint] resident_bytes_max`) is half of
+//! what the first run's state counts for, and updates of random existing
+//! ids (KEEL_BENCH_UPDATE_COMMANDS, default 100 000) on both hosts: on the
+//! small one most of them read an evicted row through from redb.
+//!
 //! `cargo bench -p keel-host --bench durable_throughput`
 //! (commands: KEEL_BENCH_COMMANDS, in flight: KEEL_BENCH_IN_FLIGHT;
 //! KEEL_BENCH_RANDOM_KEYS=1 spreads the ids over the key space instead of
@@ -37,6 +43,22 @@ fn bodies(from: usize, to: usize, random: bool) -> Vec<Vec<u8>> {
             } else {
                 i as u64
             };
+            format!("{{\"put3\":{{\"id\":{id}}}}}").into_bytes()
+        })
+        .collect()
+}
+
+/// put3 bodies re-writing `count` ids drawn (deterministically) from the
+/// `filled` ids `bodies(0, filled, true)` wrote.
+fn updates(count: usize, filled: usize) -> Vec<Vec<u8>> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    (0..count)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = x % filled as u64;
+            let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 12;
             format!("{{\"put3\":{{\"id\":{id}}}}}").into_bytes()
         })
         .collect()
@@ -86,6 +108,7 @@ fn main() {
     let low_commands = env_usize("KEEL_BENCH_LOW_COMMANDS", 20_000);
     let baseline_commands = env_usize("KEEL_BENCH_BASELINE_COMMANDS", 3_000);
     let random = env_usize("KEEL_BENCH_RANDOM_KEYS", 0) == 1;
+    let update_commands = env_usize("KEEL_BENCH_UPDATE_COMMANDS", 100_000);
 
     // Keel: pipelined clients, group commit, immediate durability.
     let t = TestHost::new();
@@ -101,6 +124,41 @@ fn main() {
     let low_rate = per_second(low_commands, low_elapsed);
     let low = Latencies::new(low_latencies);
     let rss = rss_mib();
+    let bench_id = host.plugin("bench").unwrap().id;
+    let state_bytes = host.db().view(bench_id).unwrap().resident_bytes();
+    drop(t);
+
+    // State twice its resident budget: a fill of random keys, then
+    // updates of random existing ids, each on a host that keeps every row
+    // and on one whose budget holds half of them.
+    let big = bodies(0, commands, true);
+    let small_budget = state_bytes / 2;
+    let mut twice = Vec::new();
+    for budget in [None, Some(small_budget)] {
+        let t = TestHost::with_config(|c| {
+            if let Some(b) = budget {
+                c.checkpoint.resident_bytes_max = b;
+            }
+        });
+        t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
+            .unwrap();
+        let (fill, _) = pipelined(t.host(), &big, in_flight);
+        let (update, lat) = pipelined(t.host(), &updates(update_commands, commands), 32);
+        t.host().db().checkpoint().unwrap();
+        let view = t
+            .host()
+            .db()
+            .view(t.host().plugin("bench").unwrap().id)
+            .unwrap();
+        twice.push((
+            budget,
+            per_second(commands, fill),
+            per_second(update_commands, update),
+            Latencies::new(lat),
+            t.host().db().evicted_rows(),
+            view.resident_bytes(),
+        ));
+    }
 
     // Baseline: one durable redb transaction per command, same three rows.
     let dir = tempfile::tempdir().unwrap();
@@ -170,4 +228,34 @@ fn main() {
         "keel: {} keys resident, process RSS {rss:.0} MiB at the end",
         3 * (commands + low_commands)
     );
+    println!(
+        "state larger than its resident budget: {} rows (random keys), {:.0} MiB counted resident when all fit",
+        3 * commands,
+        state_bytes as f64 / (1 << 20) as f64
+    );
+    println!(
+        "{:<48} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12}",
+        "",
+        "fill cmd/s",
+        "update cmd/s",
+        "upd p50 µs",
+        "upd p99 µs",
+        "evicted rows",
+        "resident MiB"
+    );
+    for (budget, fill, update, lat, evicted, resident) in &twice {
+        let name = match budget {
+            None => "keel: every row resident".to_owned(),
+            Some(b) => format!(
+                "keel: budget {:.0} MiB (state = 2x budget)",
+                *b as f64 / (1 << 20) as f64
+            ),
+        };
+        println!(
+            "{name:<48} {fill:>12.0} {update:>12.0} {:>10.1} {:>10.1} {evicted:>12} {:>12.1}",
+            lat.p50_us(),
+            lat.p99_us(),
+            *resident as f64 / (1 << 20) as f64
+        );
+    }
 }

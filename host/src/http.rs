@@ -595,6 +595,12 @@ async fn metrics(State(app): State<AppState>) -> Response {
         "keel_checkpoints_total {}\n",
         app.host.db().checkpoints()
     ));
+    out.push_str("# HELP keel_evicted_rows_total Resident rows evicted to be read through from redb (state past resident_bytes_max).\n");
+    out.push_str("# TYPE keel_evicted_rows_total counter\n");
+    out.push_str(&format!(
+        "keel_evicted_rows_total {}\n",
+        app.host.db().evicted_rows()
+    ));
     out.push_str(
         "# HELP keel_recovered_batches Group commits the write-ahead log brought back at start.\n",
     );

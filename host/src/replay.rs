@@ -242,9 +242,8 @@ pub(crate) fn capture(host: &Host, plugin: &str) -> anyhow::Result<Restored> {
     let mut rows = Vec::with_capacity(view.row_count());
     view.for_each_row(|k, v| {
         rows.push((k.to_vec(), v.to_vec()));
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .unwrap_or_else(|never| match never {});
+        Ok::<_, crate::storage::StorageError>(())
+    })?;
     Ok(Restored {
         record,
         rows,
@@ -445,9 +444,8 @@ pub fn verify(
                 if let Some((table, key)) = crate::snapshot::format::split_key(k) {
                     rows_hash.add(table, key, v);
                 }
-                Ok::<_, std::convert::Infallible>(())
-            })
-            .unwrap_or_else(|never| match never {});
+                Ok::<_, crate::storage::StorageError>(())
+            })?;
         out.push(Verification {
             plugin: record.name.clone(),
             entries: total - from_snapshot,

@@ -1,9 +1,11 @@
 //! Model-based test of the storage layer: random batches of random
 //! commands (puts, removes, failed commands that must leave no trace),
-//! random checkpoints, random reads and scans through read views, and
-//! random crashes (the database dropped with its in-memory layers, then
-//! reopened through the write-ahead log) — all checked against an
-//! in-memory reference model.
+//! random checkpoints, random reads and scans through read views, views
+//! held across later batches and checkpoints, and random crashes (the
+//! database dropped with its in-memory state, then reopened through the
+//! write-ahead log) — all checked against an in-memory reference model.
+//! Half the seeds give each plugin a resident budget of a few rows, so
+//! rows are evicted after checkpoints and read through from redb.
 //!
 //! Reproducible by seed: `KEEL_MODEL_SEED=<n>` runs one seed,
 //! `KEEL_MODEL_SEEDS=<count>` (default 12) that many from 1.
@@ -66,6 +68,12 @@ impl Sim {
             // in the middle of the test's batches too.
             interval_ms: rng.random_range(1..20),
             log_bytes_max: rng.random_range(64..4096),
+            // A row counts for its key and value plus 80 bytes.
+            resident_bytes_max: if rng.random_bool(0.5) {
+                rng.random_range(0..3000)
+            } else {
+                CheckpointPolicy::default().resident_bytes_max
+            },
             ..CheckpointPolicy::default()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -225,6 +233,11 @@ impl Sim {
                 done: false,
             };
             let view = self.db().view(plugin).unwrap();
+            assert_eq!(
+                view.row_count(),
+                expected.len(),
+                "{when}: row count of {plugin}"
+            );
             let chunk = self.rng.random_range(1..5);
             let mut got = Vec::new();
             loop {
@@ -248,6 +261,24 @@ impl Sim {
         }
     }
 
+    /// A view taken now still reads the state of now after more batches
+    /// and a checkpoint (which may evict rows and forget removals).
+    fn held_view(&mut self, when: &str) {
+        let plugin = PLUGINS[self.rng.random_range(0..PLUGINS.len())];
+        let expected = self.expected(plugin);
+        let view = self.db().view(plugin).unwrap();
+        for _ in 0..self.rng.random_range(1..4) {
+            self.batch(plugin);
+        }
+        self.db().checkpoint().unwrap();
+        self.batch(plugin);
+        assert_eq!(view.dump().unwrap(), expected, "{when}: a held view");
+        for ((t, k), v) in &expected {
+            assert_eq!(view.get(plugin, t, k).unwrap().as_ref(), Some(v));
+        }
+        assert_eq!(view.row_count(), expected.len(), "{when}: held view count");
+    }
+
     fn crash(&mut self) {
         let db = self.db.take().unwrap();
         db.stop_background();
@@ -256,15 +287,19 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) {
+/// Runs one seed; returns the rows evicted.
+fn run(seed: u64) -> u64 {
     let mut sim = Sim::new(seed);
+    let mut evicted = 0;
     for step in 0..300 {
         let plugin = PLUGINS[sim.rng.random_range(0..PLUGINS.len())];
         sim.batch(plugin);
         match sim.rng.random_range(0..100) {
             0..=9 => sim.check(&format!("seed {seed} step {step}")),
             10..=13 => sim.db().checkpoint().unwrap(),
+            17..=19 => sim.held_view(&format!("seed {seed} step {step}")),
             14..=16 => {
+                evicted += sim.db().evicted_rows();
                 sim.crash();
                 sim.check(&format!("seed {seed} step {step} after a crash"));
             }
@@ -272,21 +307,29 @@ fn run(seed: u64) {
         }
     }
     sim.check(&format!("seed {seed} at the end"));
+    evicted += sim.db().evicted_rows();
     sim.crash();
     sim.check(&format!("seed {seed} after the last crash"));
+    evicted
 }
 
 #[test]
 fn storage_matches_the_model_through_batches_checkpoints_and_crashes() {
     if let Ok(seed) = std::env::var("KEEL_MODEL_SEED") {
-        run(seed.parse().expect("KEEL_MODEL_SEED is a number"));
+        let evicted = run(seed.parse().expect("KEEL_MODEL_SEED is a number"));
+        eprintln!("rows evicted: {evicted}");
         return;
     }
     let seeds: u64 = std::env::var("KEEL_MODEL_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
+    let mut evicted = 0;
     for seed in 1..=seeds {
-        run(seed);
+        evicted += run(seed);
     }
+    assert!(
+        seeds < 4 || evicted > 0,
+        "the tiny resident budgets evicted rows"
+    );
 }

@@ -21,8 +21,8 @@ use bytes::Bytes;
 
 use super::journal::{JournalEntry, encode_entry};
 use super::keys::state_key;
-use super::memtable::{PluginState, Resident};
-use super::read::{ScanState, get_in, scan_chunk_in};
+use super::memtable::{PluginState, Resident, TOUCHED_MAX};
+use super::read::{ScanChunk, ScanState, scan_chunk_in};
 use super::wal::Redo;
 use super::{Db, PluginRecord, StorageError, encode};
 use crate::state_hash::StateHash;
@@ -117,16 +117,9 @@ impl Batch {
     /// Undoes every write since `mark` (newest first).
     fn undo_to(&mut self, mark: usize) {
         let undo = self.undo.split_off(mark);
-        let rows = &mut self.resident.as_mut().expect("lent until commit").rows;
+        let resident = self.resident.as_mut().expect("lent until commit");
         for u in undo.into_iter().rev() {
-            match u.before {
-                Some(v) => {
-                    rows.insert(u.full_key, v);
-                }
-                None => {
-                    rows.remove(u.full_key.as_ref());
-                }
-            }
+            resident.rows.restore(u.full_key, u.before, resident.epoch);
         }
     }
 
@@ -152,12 +145,20 @@ impl Batch {
         table: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(get_in(
-            &self.resident.as_ref().expect("lent until commit").rows,
-            plugin_id,
-            table,
-            key,
-        ))
+        let resident = self.resident.as_mut().expect("lent until commit");
+        let full_key = state_key(plugin_id, table, key);
+        if resident.rows.is_complete() {
+            return Ok(resident
+                .rows
+                .hot()
+                .get(full_key.as_slice())
+                .map(|v| v.to_vec()));
+        }
+        let value = resident.rows.get_and_keep(&full_key)?;
+        if value.is_some() && resident.touched.len() < TOUCHED_MAX {
+            resident.touched.push(Bytes::from(full_key));
+        }
+        Ok(value.map(|v| v.to_vec()))
     }
 
     /// Writes (`Some`) or removes (`None`) a plugin key; returns whether a
@@ -175,8 +176,8 @@ impl Batch {
         let old = match value {
             Some(v) => resident
                 .rows
-                .insert(full_key.clone(), Bytes::copy_from_slice(v)),
-            None => resident.rows.remove(full_key.as_ref()),
+                .insert(full_key.clone(), Bytes::copy_from_slice(v))?,
+            None => resident.rows.remove(full_key.as_ref(), resident.epoch)?,
         };
         resident.written.push(full_key.clone());
         if let Some(old) = &old {
@@ -205,7 +206,13 @@ impl Batch {
     /// A key written back to its old value is still listed. For dry runs,
     /// which run one command per batch.
     pub fn net_writes(&self) -> std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-        let rows = &self.resident.as_ref().expect("lent until commit").rows;
+        // Every key written is resident or marked removed.
+        let rows = self
+            .resident
+            .as_ref()
+            .expect("lent until commit")
+            .rows
+            .hot();
         self.undo
             .iter()
             .map(|u| {
@@ -233,8 +240,21 @@ impl Batch {
         };
         let current = self.resident().rows.clone();
         let prefix = plugin_id.to_be_bytes();
+        let end = super::keys::plugin_end(plugin_id);
+        let mut present: Vec<Bytes> = Vec::new();
+        current.for_each_in(
+            (
+                Bound::Included(prefix.as_slice()),
+                Bound::Excluded(end.as_slice()),
+            ),
+            true,
+            |k, _| {
+                present.push(k.clone());
+                true
+            },
+        )?;
         let mut removed = 0;
-        for (full, _) in current.iter() {
+        for full in &present {
             let Some(key) = full.strip_prefix(prefix.as_slice()) else {
                 continue;
             };
@@ -252,7 +272,7 @@ impl Batch {
         for (key, value) in target {
             let mut full = prefix.to_vec();
             full.extend_from_slice(key);
-            if current.get(full.as_slice()).map(|v| v.as_ref()) == Some(value.as_slice()) {
+            if current.get(full.as_slice())?.0.as_deref() == Some(value.as_slice()) {
                 continue;
             }
             let nul = key
@@ -273,13 +293,13 @@ impl Batch {
         plugin_id: u32,
         scan: &mut ScanState,
         max_entries: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        Ok(scan_chunk_in(
+    ) -> Result<ScanChunk, StorageError> {
+        scan_chunk_in(
             &self.resident.as_ref().expect("lent until commit").rows,
             plugin_id,
             scan,
             max_entries,
-        ))
+        )
     }
 
     /// Queues a journal entry; it is written with the batch.

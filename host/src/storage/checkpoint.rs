@@ -44,7 +44,7 @@ pub(crate) const BACKLOG_FACTOR: u64 = 4;
 
 /// When checkpoints run, and the background thread that runs them.
 pub(crate) struct Schedule {
-    policy: CheckpointPolicy,
+    pub(crate) policy: CheckpointPolicy,
     state: Mutex<State>,
     wake: Condvar,
     done: Condvar,
@@ -59,6 +59,8 @@ struct State {
     last: Instant,
     stop: bool,
     completed: u64,
+    /// Resident rows evicted after checkpoints.
+    evicted: u64,
 }
 
 impl Schedule {
@@ -70,6 +72,7 @@ impl Schedule {
                 last: Instant::now(),
                 stop: false,
                 completed: 0,
+                evicted: 0,
             }),
             wake: Condvar::new(),
             done: Condvar::new(),
@@ -85,6 +88,11 @@ impl Schedule {
     /// Checkpoints completed.
     pub(crate) fn completed(&self) -> u64 {
         self.state().completed
+    }
+
+    /// Resident rows evicted since start.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.state().evicted
     }
 
     fn due(&self, state: &State) -> bool {
@@ -236,6 +244,11 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
     for (state, pin) in states.iter().zip(&pinned) {
         state.checkpointed(pin, base.clone());
     }
+    // 5. Make room: evict clean rows of plugins over their budget.
+    let mut evicted = 0;
+    for (state, pin) in states.iter().zip(&pinned) {
+        evicted += state.evict(pin, db.schedule.policy.resident_bytes_max);
+    }
     if let Some(wal) = &db.wal {
         wal.lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -244,6 +257,7 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
     let mut state = db.schedule.state();
     state.pending = state.pending.saturating_sub(started);
     state.completed += 1;
+    state.evicted += evicted;
     drop(state);
     db.schedule.done.notify_all();
     Ok(())
@@ -262,15 +276,19 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
             keys.sort_unstable();
             keys.dedup();
             for k in keys {
-                match pin.rows.get(k) {
+                // Every key written is resident or marked removed; one
+                // absent from both was evicted because its value is the
+                // one redb holds (written back unchanged).
+                match pin.rows.hot().get(k) {
                     Some(v) => {
                         state
                             .insert(k, v.as_ref())
                             .map_err(redb_err("checkpoint put"))?;
                     }
-                    None => {
+                    None if pin.rows.is_complete() || pin.rows.is_marked_removed(k) => {
                         state.remove(k).map_err(redb_err("checkpoint remove"))?;
                     }
+                    None => {}
                 }
             }
             // Entries already moved to the archive never come back.

@@ -15,30 +15,36 @@
 //!   values from its snapshot to redb, and then forgets the journal
 //!   entries it wrote.
 //!
+//! - after a checkpoint, the checkpointer evicts clean rows while the
+//!   resident rows exceed the plugin's budget ([`PluginState::evict`]),
+//!   in short turns of the lock.
+//!
 //! No lock is held while plugin code runs, and no plugin waits for
-//! another plugin's batch. The whole state of a plugin lives in memory
-//! (loaded from redb when the plugin is first used); redb is its durable
-//! copy.
+//! another plugin's batch. A plugin's state lives in memory (loaded from
+//! redb when the plugin is first used) as long as it fits its budget;
+//! past that, rows not used lately are evicted and read through from redb
+//! ([`super::rows`]).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use super::read::{Base, ReadView};
+use super::rows::RowSet;
 use super::{StorageError, keys::plugin_end};
-
-/// A plugin's rows: full state key → value.
-/// Keys are `Bytes` so that the node copies after a snapshot clone them
-/// by reference count, not by allocation.
-pub(crate) type Rows = imbl::OrdMap<Bytes, Bytes>;
 
 /// Journal entries by sequence (encoded, see [`super::journal`]).
 pub(crate) type Journal = imbl::OrdMap<u64, Bytes>;
 
 /// The state a batch works on.
 pub(crate) struct Resident {
-    /// Every row of the plugin.
-    pub(crate) rows: Rows,
+    /// The plugin's rows (resident, and cold ones read through).
+    pub(crate) rows: RowSet,
+    /// The number of the next checkpoint (removals are marked with it).
+    pub(crate) epoch: u64,
+    /// Resident keys read since the last eviction (kept only while rows
+    /// are cold): eviction spares them.
+    pub(crate) touched: Vec<Bytes>,
     /// Keys written since the last checkpoint took them (duplicates and
     /// keys whose write was undone are harmless: the checkpoint writes the
     /// current value).
@@ -55,7 +61,9 @@ pub(crate) struct Resident {
 /// What a checkpoint writes of one plugin.
 pub(crate) struct Pinned {
     pub(crate) plugin_id: u32,
-    pub(crate) rows: Rows,
+    pub(crate) rows: RowSet,
+    /// The checkpoint's number (see [`Resident::epoch`]).
+    pub(crate) epoch: u64,
     pub(crate) keys: Vec<Bytes>,
     pub(crate) journal: Journal,
     pub(crate) record: Option<Bytes>,
@@ -73,30 +81,36 @@ pub(crate) struct PluginState {
 struct Inner {
     /// `None` while a batch holds it.
     resident: Option<Resident>,
-    /// The redb snapshot the journal and record fall back to.
-    base: Arc<Base>,
+    /// Where the next eviction sweep starts (a full state key).
+    evict_cursor: Bytes,
 }
+
+/// Resident keys read that are remembered for the next eviction, at most.
+pub(crate) const TOUCHED_MAX: usize = 1 << 20;
+
+/// Rows evicted per turn of the lock.
+const EVICT_TURN_ROWS: usize = 2048;
 
 impl PluginState {
     /// Loads the plugin's rows from `base` (redb's checkpointed state,
-    /// after recovery).
-    pub(crate) fn load(id: u32, base: Arc<Base>) -> Result<Self, StorageError> {
+    /// after recovery), as many as `budget` bytes hold (see
+    /// [`super::rows::row_bytes`]).
+    pub(crate) fn load(id: u32, base: Arc<Base>, budget: u64) -> Result<Self, StorageError> {
         let start = id.to_be_bytes().to_vec();
-        let rows: Rows = base
-            .rows_between(&start, &plugin_end(id))?
-            .into_iter()
-            .collect();
+        let rows = RowSet::load(base, &start, &plugin_end(id), budget)?;
         Ok(Self {
             id,
             inner: Mutex::new(Inner {
                 resident: Some(Resident {
                     rows,
+                    epoch: 1,
+                    touched: Vec::new(),
                     written: Vec::new(),
                     journal: Journal::new(),
                     record: None,
                     last_record: 0,
                 }),
-                base,
+                evict_cursor: Bytes::new(),
             }),
             returned: Condvar::new(),
         })
@@ -134,13 +148,7 @@ impl PluginState {
     pub(crate) fn view(&self) -> (ReadView, u64) {
         let inner = self.lock_idle();
         let r = inner.resident.as_ref().expect("idle");
-        let view = ReadView::new(
-            self.id,
-            r.rows.clone(),
-            r.journal.clone(),
-            r.record.clone(),
-            inner.base.clone(),
-        );
+        let view = ReadView::new(self.id, r.rows.clone(), r.journal.clone(), r.record.clone());
         (view, r.last_record)
     }
 
@@ -150,9 +158,12 @@ impl PluginState {
     pub(crate) fn pin(&self) -> Pinned {
         let mut inner = self.lock_idle();
         let r = inner.resident.as_mut().expect("idle");
+        let epoch = r.epoch;
+        r.epoch += 1;
         Pinned {
             plugin_id: self.id,
             rows: r.rows.clone(),
+            epoch,
             keys: std::mem::take(&mut r.written),
             journal: r.journal.clone(),
             record: r.record.clone(),
@@ -160,19 +171,88 @@ impl PluginState {
         }
     }
 
-    /// After a checkpoint's durable commit: forgets the journal entries and
-    /// the record it wrote (redb at `base` holds them now).
+    /// After a checkpoint's durable commit: reads fall back to `base`
+    /// (what it wrote) from now on, and the journal entries, record and
+    /// removal marks it wrote are forgotten. Waits for the batch in
+    /// progress.
     pub(crate) fn checkpointed(&self, pinned: &Pinned, base: Arc<Base>) {
-        let mut inner = self.lock();
-        inner.base = base;
-        if let Some(r) = inner.resident.as_mut() {
-            forget(r, pinned);
-        } else {
-            // A batch holds it: it is given back with the pinned entries
-            // still in; forgetting them later is as good (they are in redb
-            // and identical). Readers and the next checkpoint see them in
-            // memory, which is consistent.
+        let mut inner = self.lock_idle();
+        let r = inner.resident.as_mut().expect("idle");
+        r.rows.checkpointed(base, pinned.epoch);
+        forget(r, pinned);
+    }
+
+    /// After [`PluginState::checkpointed`]: while the resident rows exceed
+    /// `budget` bytes, evicts rows that are clean (their value is the one
+    /// `pinned` wrote) and not read or written lately, sweeping in key
+    /// order from where the last eviction stopped, down to 90 % of the
+    /// budget. The victims are chosen without the lock; they leave in
+    /// turns of [`EVICT_TURN_ROWS`], so a batch waits for one turn at
+    /// most. Returns how many rows left.
+    pub(crate) fn evict(&self, pinned: &Pinned, budget: u64) -> u64 {
+        let (over, touched, cursor) = {
+            let mut inner = self.lock_idle();
+            let cursor = inner.evict_cursor.clone();
+            let r = inner.resident.as_mut().expect("idle");
+            let hot = r.rows.hot_bytes();
+            if hot <= budget {
+                r.touched = Vec::new();
+                return 0;
+            }
+            (
+                hot - budget / 10 * 9,
+                std::mem::take(&mut r.touched),
+                cursor,
+            )
+        };
+        // Spare what was read or written since the last eviction; if that
+        // is not enough, take from it too (the budget is a bound).
+        let recent: std::collections::HashSet<&[u8]> = touched
+            .iter()
+            .chain(pinned.keys.iter())
+            .map(|k| k.as_ref())
+            .collect();
+        let mut victims: Vec<(Bytes, Bytes)> = Vec::new();
+        let mut freed = 0u64;
+        for spare_recent in [true, false] {
+            let hot = pinned.rows.hot();
+            let after = hot.range::<_, [u8]>((
+                std::ops::Bound::Excluded(cursor.as_ref()),
+                std::ops::Bound::Unbounded,
+            ));
+            let before = hot.range::<_, [u8]>((
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Included(cursor.as_ref()),
+            ));
+            for (k, v) in after.chain(before) {
+                if freed >= over {
+                    break;
+                }
+                if spare_recent == recent.contains(k.as_ref()) {
+                    continue;
+                }
+                freed += super::rows::row_bytes(k, v);
+                victims.push((k.clone(), v.clone()));
+            }
+            if freed >= over {
+                break;
+            }
         }
+        let mut evicted = 0;
+        for turn in victims.chunks(EVICT_TURN_ROWS) {
+            let mut inner = self.lock_idle();
+            let r = inner.resident.as_mut().expect("idle");
+            let epoch = r.epoch;
+            for (k, clean) in turn {
+                if r.rows.evict_if_clean(k, clean, r.written.iter(), epoch) {
+                    evicted += 1;
+                }
+            }
+            if let Some((k, _)) = turn.last() {
+                inner.evict_cursor = k.clone();
+            }
+        }
+        evicted
     }
 
     /// After a failed checkpoint: the keys it took are written next time.

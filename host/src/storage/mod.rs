@@ -22,6 +22,7 @@ pub mod journal;
 mod keys;
 mod memtable;
 pub mod read;
+mod rows;
 pub mod wal;
 
 use std::collections::{BTreeMap, HashMap};
@@ -116,6 +117,14 @@ pub enum StorageError {
         /// The version found in the file.
         found: u32,
     },
+}
+
+impl From<StorageError> for std::io::Error {
+    /// For row visitors that write files: a failed read of cold rows ends
+    /// the write like a failed write would.
+    fn from(e: StorageError) -> Self {
+        std::io::Error::other(e)
+    }
 }
 
 pub(crate) fn redb_err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StorageError {
@@ -391,6 +400,13 @@ impl Db {
         self.inner.schedule.completed()
     }
 
+    /// Resident rows evicted (to be read through from redb) since the
+    /// database was opened: nonzero only for plugins whose rows outgrew
+    /// `[checkpoint] resident_bytes_max`.
+    pub fn evicted_rows(&self) -> u64 {
+        self.inner.schedule.evicted()
+    }
+
     /// The write-ahead log, locked, if this database keeps one.
     pub(crate) fn wal(&self) -> Option<MutexGuard<'_, wal::Wal>> {
         self.inner
@@ -427,6 +443,7 @@ impl Db {
         let state = Arc::new(memtable::PluginState::load(
             plugin_id,
             self.inner.current_base(),
+            self.inner.schedule.policy.resident_bytes_max,
         )?);
         states.insert(plugin_id, state.clone());
         Ok(state)

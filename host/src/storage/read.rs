@@ -11,7 +11,8 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::journal::{JournalEntry, decode_entry};
 use super::keys::{plugin_end, split_state_key, state_key, table_end, table_prefix};
-use super::memtable::{Journal, Rows};
+use super::memtable::Journal;
+use super::rows::{RowSet, Rows, row_bytes};
 use super::{JOURNAL, PLUGINS, PluginRecord, STATE, StorageError, decode, redb_err};
 use crate::limits::SCAN_CHUNK_BYTES_MAX;
 
@@ -41,22 +42,32 @@ pub struct ScanState {
     pub done: bool,
 }
 
+/// One chunk of a scan: (plugin key, value) pairs in scan order.
+pub type ScanChunk = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Reads one plugin key from `rows`.
-pub(crate) fn get_in(rows: &Rows, plugin_id: u32, table: &str, key: &[u8]) -> Option<Vec<u8>> {
-    rows.get(state_key(plugin_id, table, key).as_slice())
-        .map(|v| v.to_vec())
+pub(crate) fn get_in(
+    rows: &RowSet,
+    plugin_id: u32,
+    table: &str,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StorageError> {
+    Ok(rows
+        .get(state_key(plugin_id, table, key).as_slice())?
+        .0
+        .map(|v| v.to_vec()))
 }
 
 /// Returns the next chunk of `scan` over `rows` (at most `max_entries`,
 /// stopping once past [`SCAN_CHUNK_BYTES_MAX`]) and advances its bounds.
 pub(crate) fn scan_chunk_in(
-    rows: &Rows,
+    rows: &RowSet,
     plugin_id: u32,
     scan: &mut ScanState,
     max_entries: usize,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
+) -> Result<ScanChunk, StorageError> {
     if scan.done {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let full = |b: &Bound<Vec<u8>>, unbounded: Vec<u8>, inclusive_unbounded: bool| match b {
         Bound::Included(k) => Bound::Included(state_key(plugin_id, &scan.table, k)),
@@ -76,38 +87,22 @@ pub(crate) fn scan_chunk_in(
     };
     if empty {
         scan.done = true;
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (
         lower.as_ref().map(|v| v.as_slice()),
         upper.as_ref().map(|v| v.as_slice()),
     );
     let prefix_len = table_prefix(plugin_id, &scan.table).len();
-    let range = rows.range::<_, [u8]>(bounds);
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    let mut push = |(k, v): (&Bytes, &Bytes)| {
+    let forward = scan.direction == ScanDirection::Forward;
+    rows.for_each_in(bounds, forward, |k, v| {
         let key = k[prefix_len..].to_vec();
         bytes += key.len() + v.len();
         out.push((key, v.to_vec()));
         out.len() < max_entries && bytes < SCAN_CHUNK_BYTES_MAX
-    };
-    match scan.direction {
-        ScanDirection::Forward => {
-            for row in range {
-                if !push(row) {
-                    break;
-                }
-            }
-        }
-        ScanDirection::Backward => {
-            for row in range.rev() {
-                if !push(row) {
-                    break;
-                }
-            }
-        }
-    }
+    })?;
     match out.last() {
         None => scan.done = true,
         Some((last, _)) => match scan.direction {
@@ -115,7 +110,7 @@ pub(crate) fn scan_chunk_in(
             ScanDirection::Backward => scan.upper = Bound::Excluded(last.clone()),
         },
     }
-    out
+    Ok(out)
 }
 
 /// A redb read snapshot: what the last checkpoint wrote.
@@ -136,25 +131,70 @@ impl Base {
         }))
     }
 
-    /// Every state row with `start <= key < end`, in key order.
-    pub(crate) fn rows_between(
+    /// Loads the state rows with `start <= key < end`, in key order, while
+    /// their [`row_bytes`] stay within `budget`: (the rows, their bytes,
+    /// how many rows the range holds in all, whether every row was loaded).
+    pub(crate) fn load_rows(
         &self,
         start: &[u8],
         end: &[u8],
-    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
-        let mut out = Vec::new();
+        budget: u64,
+    ) -> Result<(Rows, u64, u64, bool), StorageError> {
+        let mut rows = Rows::new();
+        let mut bytes = 0u64;
+        let mut count = 0u64;
+        let mut complete = true;
         for row in self
             .state
             .range::<&[u8]>(start..end)
             .map_err(redb_err("load state"))?
         {
             let (k, v) = row.map_err(redb_err("load state"))?;
-            out.push((
+            count += 1;
+            if !complete {
+                continue;
+            }
+            let size = row_bytes(k.value(), v.value());
+            if bytes + size > budget {
+                complete = false;
+                continue;
+            }
+            bytes += size;
+            rows.insert(
                 Bytes::copy_from_slice(k.value()),
                 Bytes::copy_from_slice(v.value()),
-            ));
+            );
         }
-        Ok(out)
+        Ok((rows, bytes, count, complete))
+    }
+
+    /// One state row as the last checkpoint left it.
+    pub(crate) fn state_get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self
+            .state
+            .get(key)
+            .map_err(redb_err("read state"))?
+            .map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
+    /// The state rows in `bounds` (full keys) as the last checkpoint left
+    /// them, in key order (reversible).
+    pub(crate) fn state_range(
+        &self,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+    ) -> Result<impl DoubleEndedIterator<Item = Result<(Bytes, Bytes), StorageError>>, StorageError>
+    {
+        let range = self
+            .state
+            .range::<&[u8]>(bounds)
+            .map_err(redb_err("scan state"))?;
+        Ok(range.map(|row| {
+            let (k, v) = row.map_err(redb_err("scan state"))?;
+            Ok((
+                Bytes::copy_from_slice(k.value()),
+                Bytes::copy_from_slice(v.value()),
+            ))
+        }))
     }
 
     /// The plugin record redb holds under `name`.
@@ -185,27 +225,28 @@ impl Base {
 /// one blocks nobody.
 pub struct ReadView {
     plugin_id: u32,
-    rows: Rows,
+    rows: RowSet,
     journal: Journal,
     record: Option<Bytes>,
-    base: Arc<Base>,
 }
 
 impl ReadView {
     pub(crate) fn new(
         plugin_id: u32,
-        rows: Rows,
+        rows: RowSet,
         journal: Journal,
         record: Option<Bytes>,
-        base: Arc<Base>,
     ) -> Self {
         Self {
             plugin_id,
             rows,
             journal,
             record,
-            base,
         }
+    }
+
+    fn base(&self) -> &Base {
+        self.rows.base()
     }
 
     /// Reads one plugin key.
@@ -215,7 +256,7 @@ impl ReadView {
         table: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(get_in(&self.rows, plugin_id, table, key))
+        get_in(&self.rows, plugin_id, table, key)
     }
 
     /// The next chunk of a scan.
@@ -224,20 +265,26 @@ impl ReadView {
         plugin_id: u32,
         scan: &mut ScanState,
         max_entries: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        Ok(scan_chunk_in(&self.rows, plugin_id, scan, max_entries))
+    ) -> Result<ScanChunk, StorageError> {
+        scan_chunk_in(&self.rows, plugin_id, scan, max_entries)
     }
 
     /// How many rows the plugin has.
     pub fn row_count(&self) -> usize {
-        // The resident map holds only this plugin's rows.
-        self.rows.len()
+        self.rows.count() as usize
+    }
+
+    /// Bytes the plugin's resident rows count for (key, value and about
+    /// 80 bytes each; see `[checkpoint] resident_bytes_max`).
+    pub fn resident_bytes(&self) -> u64 {
+        self.rows.hot_bytes()
     }
 
     /// Calls `f` with every row of the plugin in key order: the key as
     /// `table ‖ 00 ‖ plugin key` (without the host-assigned plugin id),
-    /// and the value. Stops at the first error.
-    pub fn for_each_row<E>(
+    /// and the value. Stops at the first error (a storage error reading
+    /// cold rows converts into `E`).
+    pub fn for_each_row<E: From<StorageError>>(
         &self,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -247,10 +294,19 @@ impl ReadView {
             Bound::Included(start.as_slice()),
             Bound::Excluded(end.as_slice()),
         );
-        for (k, v) in self.rows.range::<_, [u8]>(bounds) {
-            f(&k[4..], v)?;
+        let mut failed = None;
+        self.rows
+            .for_each_in(bounds, true, |k, v| match f(&k[4..], v) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Every (table, key) → value of the plugin.
@@ -262,12 +318,23 @@ impl ReadView {
             Bound::Included(start.as_slice()),
             Bound::Excluded(end.as_slice()),
         );
-        for (k, v) in self.rows.range::<_, [u8]>(bounds) {
-            let (table, key) = split_state_key(k).ok_or_else(|| StorageError::Corrupt {
+        let mut bad = false;
+        self.rows
+            .for_each_in(bounds, true, |k, v| match split_state_key(k) {
+                Some((table, key)) => {
+                    out.insert((table.to_owned(), key.to_vec()), v.to_vec());
+                    true
+                }
+                None => {
+                    bad = true;
+                    false
+                }
+            })?;
+        if bad {
+            return Err(StorageError::Corrupt {
                 what: "state key".into(),
                 why: "no table separator".into(),
-            })?;
-            out.insert((table.to_owned(), key.to_vec()), v.to_vec());
+            });
         }
         Ok(out)
     }
@@ -279,7 +346,7 @@ impl ReadView {
         }
         let mut entries: BTreeMap<u64, Bytes> = BTreeMap::new();
         for row in self
-            .base
+            .base()
             .journal
             .range((self.plugin_id, from)..=(self.plugin_id, to))
             .map_err(redb_err("scan journal"))?
@@ -300,7 +367,7 @@ impl ReadView {
     pub(crate) fn record_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         match &self.record {
             Some(bytes) => Ok(Some(bytes.to_vec())),
-            None => self.base.plugin_record(name),
+            None => self.base().plugin_record(name),
         }
     }
 
@@ -308,7 +375,7 @@ impl ReadView {
     pub(crate) fn record(&self) -> Result<Option<PluginRecord>, StorageError> {
         match &self.record {
             Some(bytes) => Ok(Some(decode("plugin record", bytes)?)),
-            None => Ok(self.base.records()?.remove(&self.plugin_id)),
+            None => Ok(self.base().records()?.remove(&self.plugin_id)),
         }
     }
 }

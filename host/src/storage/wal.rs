@@ -67,6 +67,11 @@ pub struct CheckpointPolicy {
     /// it from the database file, so state larger than memory works at the
     /// cost of disk reads.
     pub read_cache_bytes: u64,
+    /// At most this many bytes of one plugin's rows stay resident in
+    /// memory (key, value and about 80 bytes of overhead per row). Past
+    /// it, rows neither read nor written lately are evicted after each
+    /// checkpoint and read through from redb when used again.
+    pub resident_bytes_max: u64,
 }
 
 impl Default for CheckpointPolicy {
@@ -75,6 +80,7 @@ impl Default for CheckpointPolicy {
             interval_ms: 1_000,
             log_bytes_max: 32 << 20,
             read_cache_bytes: 256 << 20,
+            resident_bytes_max: 8 << 30,
         }
     }
 }
