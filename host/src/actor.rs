@@ -71,6 +71,7 @@ pub(crate) struct ActorHandle {
     thread: Option<JoinHandle<()>>,
     acknowledger: Option<JoinHandle<()>>,
     pub(crate) record: Arc<RwLock<PluginRecord>>,
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
     halt: Arc<AtomicBool>,
 }
 
@@ -182,6 +183,7 @@ impl ActorHandle {
 
     /// Stops at once: the batch in progress is not committed and queued
     /// work is dropped unanswered, as in a crash.
+    #[cfg(feature = "testkit")]
     pub(crate) fn halt(&mut self) {
         self.halt.store(true, Ordering::Release);
         self.stop();

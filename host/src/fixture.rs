@@ -1,7 +1,7 @@
 //! Recorded journals as test fixtures: `keel journal export` writes a
 //! plugin's recorded commands, with the answers production gave, to a
 //! portable file; the guest SDK's `Harness::replay_fixture` (natively) and
-//! [`crate::testkit::TestHost::replay_fixture`] (the real component) run
+//! `testkit::TestHost::replay_fixture` (feature `testkit`) (the real component) run
 //! them through the plugin under test and report every command answered
 //! differently.
 //!
@@ -207,6 +207,7 @@ impl std::fmt::Display for FixtureReport {
 
 /// Whether an answer (`{"ok": …}` / `{"err": {"code", …}}`) matches the
 /// recorded one: the same response, or a refusal with the same code.
+#[cfg(feature = "testkit")]
 pub(crate) fn same(expected: &Value, got: &Value) -> bool {
     match (expected.get("ok"), got.get("ok")) {
         (Some(a), Some(b)) => a == b,

@@ -909,7 +909,8 @@ impl Host {
     /// queued commands are never answered, and the files are left as the
     /// disk held them at that moment (redb's commits since its last durable
     /// one are lost, as in a power cut; the write-ahead log must bring them
-    /// back). For tests of recovery.
+    /// back). For tests of recovery (feature `testkit`).
+    #[cfg(feature = "testkit")]
     pub fn crash(self) {
         self.stop_scheduler();
         {

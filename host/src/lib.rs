@@ -29,5 +29,6 @@ pub use storage::Durability;
 pub mod recover;
 pub mod replay;
 pub mod restore;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod undo;
