@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use keel_guest::testing::Harness;
 use keel_plugin_spot::Spot;
-use keel_plugin_spot::api::{Audit, Balance, BookDump, Command, OrderView};
+use keel_plugin_spot::api::{Audit, Balance, BookCursor, BookDump, Command, OrderView};
 use keel_tests::server::Server;
 use keel_tests::{TestHost, plugins};
 use model::{Model, streams};
@@ -33,7 +33,19 @@ fn snapshot(query: impl Fn(Value) -> Value) -> Snapshot {
     assert!(audit.problems.is_empty(), "{:#?}", audit.problems);
     Snapshot {
         books: (1..=2)
-            .map(|m| serde_json::from_value(query(json!({"book": {"market": m}}))).unwrap())
+            .map(|m| {
+                let page = |after: Option<BookCursor>| -> BookDump {
+                    serde_json::from_value(query(
+                        json!({"book": {"market": m, "after": after, "limit": 10_000}}),
+                    ))
+                    .unwrap()
+                };
+                let mut book = page(None);
+                while let Some(after) = book.next {
+                    book.extend(page(Some(after)));
+                }
+                book
+            })
             .collect(),
         balances: (1..=streams::USERS)
             .map(|u| serde_json::from_value(query(json!({"balances": {"user": u}}))).unwrap())

@@ -5,7 +5,8 @@
 //!    four clients send `misbehave` commands that write and then spin until
 //!    their fuel runs out.
 //! 2. `spot` deposits from one client: alone, then while eight clients loop
-//!    the `book` query on a book of `KEEL_BENCH_BOOK` resting orders.
+//!    the `book` query (its largest page, 10,000 orders) on a book of
+//!    `KEEL_BENCH_BOOK` resting orders.
 //!
 //! Output rows are stable: `scenario  commands  p50 µs  p99 µs  max µs`.
 
@@ -157,7 +158,9 @@ fn book_scenario(seconds: f64, orders: usize) {
     );
     let host = t.clone();
     let load = Load::start(8, move |_| {
-        let _ = host.host().query("spot", br#"{"book":{"market":1}}"#);
+        let _ = host
+            .host()
+            .query("spot", br#"{"book":{"market":1,"limit":10000}}"#);
     });
     row(
         &format!("spot deposit while 8 clients loop book ({orders} orders)"),

@@ -206,7 +206,16 @@ impl Run {
 fn fingerprint(query: impl Fn(Value) -> Value) -> Vec<Value> {
     let mut out = Vec::new();
     for m in 1..=MARKETS {
-        out.push(query(json!({"book": {"market": m}})));
+        // The whole book, page by page.
+        let mut after = Value::Null;
+        loop {
+            let page = query(json!({"book": {"market": m, "after": after, "limit": 10_000}}));
+            after = page["next"].clone();
+            out.push(page);
+            if after.is_null() {
+                break;
+            }
+        }
     }
     for user in (1..=USERS).step_by(37) {
         out.push(query(json!({"balances": {"user": user}})));

@@ -297,10 +297,20 @@ pub enum Query {
         #[serde(default)]
         limit: Option<u32>,
     },
-    /// `{"book": {"market": 1}}`: the whole book, every level with its FIFO queue.
+    /// `{"book": {"market": 1}}`: the book page by page, bids (best first)
+    /// then asks, every level with its FIFO queue; at most `limit` orders
+    /// a page (default 1000, at most 10,000). The answer's `next`, when
+    /// present, is the `after` of the next page; a level split between
+    /// pages continues at the start of the next one.
     Book {
         /// Market id.
         market: u32,
+        /// Where the page starts: just after this order.
+        #[serde(default)]
+        after: Option<BookCursor>,
+        /// Orders per page.
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// `"audit"`: checks the conservation and consistency invariants over all state.
     Audit,
@@ -457,7 +467,7 @@ pub struct Queue {
     pub orders: Vec<QueuedOrder>,
 }
 
-/// The whole book of a market.
+/// One page of a market's book.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookDump {
     /// Market id.
@@ -466,6 +476,38 @@ pub struct BookDump {
     pub bids: Vec<Queue>,
     /// Ask levels, best first.
     pub asks: Vec<Queue>,
+    /// Where the next page starts, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<BookCursor>,
+}
+
+impl BookDump {
+    /// Appends the next page (a level split between the pages is joined).
+    pub fn extend(&mut self, page: BookDump) {
+        for (levels, more) in [(&mut self.bids, page.bids), (&mut self.asks, page.asks)] {
+            let mut more = more.into_iter();
+            if let (Some(last), Some(first)) = (levels.last_mut(), more.as_slice().first())
+                && last.price == first.price
+            {
+                let first = more.next().expect("checked");
+                last.orders.extend(first.orders);
+            }
+            levels.extend(more);
+        }
+        self.next = page.next;
+    }
+}
+
+/// A book page cursor: the last order of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookCursor {
+    /// Its side.
+    pub side: Side,
+    /// Its price.
+    pub price: u64,
+    /// Its id.
+    pub id: u64,
 }
 
 /// Per-asset totals found by the audit.

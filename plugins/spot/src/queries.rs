@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use keel_guest::{Direction, Error};
 
 use crate::api::{
-    Answer, AssetTotals, Audit, Best, BookDump, Cursor, Depth, Level, OrderView, Query, Queue,
-    QueuedOrder, Status, Trade, TradePage,
+    Answer, AssetTotals, Audit, Best, BookCursor, BookDump, Cursor, Depth, Level, OrderView, Query,
+    Queue, QueuedOrder, Status, Trade, TradePage,
 };
 use crate::engine::{load_market, market_view};
 use crate::store::{
@@ -18,6 +18,10 @@ use crate::store::{
 pub const PAGE_ENTRIES_DEFAULT: u32 = 100;
 /// Largest page of the fill and trade queries (bounds the answer's size).
 pub const PAGE_ENTRIES_MAX: u32 = 1000;
+/// Default orders per page of the book query.
+pub const BOOK_ORDERS_DEFAULT: u32 = 1000;
+/// Most orders per page of the book query (bounds the answer's size).
+pub const BOOK_ORDERS_MAX: u32 = 10_000;
 /// Default number of depth levels per side.
 pub const DEPTH_LEVELS_DEFAULT: u32 = 10;
 /// Most depth levels per side.
@@ -96,13 +100,16 @@ pub fn answer(q: Query) -> Result<Answer, Error> {
             load_market(market)?;
             Answer::Trades(market_trades(market, before, page_size(limit)))
         }
-        Query::Book { market } => {
+        Query::Book {
+            market,
+            after,
+            limit,
+        } => {
             load_market(market)?;
-            Answer::Book(BookDump {
-                market,
-                bids: queues_of(market, Side::Buy),
-                asks: queues_of(market, Side::Sell),
-            })
+            let limit = limit
+                .unwrap_or(BOOK_ORDERS_DEFAULT)
+                .clamp(1, BOOK_ORDERS_MAX) as usize;
+            Answer::Book(book_page(market, after, limit))
         }
         Query::Audit => Answer::Audit(audit()),
         Query::Account { principal } => Answer::Account(crate::access::account_query(principal)?),
@@ -180,27 +187,54 @@ fn levels_of(market: u32, side: Side, n: usize) -> Vec<Level> {
     out
 }
 
-fn queues_of(market: u32, side: Side) -> Vec<Queue> {
-    let mut out: Vec<Queue> = Vec::new();
-    for ((_, _, pk, id), rest) in BOOK
-        .prefix(&(market, side.code()), Direction::Forward)
-        .with_chunk(1024)
-    {
-        let price = side.price_from_key(pk);
-        let entry = QueuedOrder {
-            id,
-            user: rest.user,
-            remaining: rest.remaining,
+/// Up to `limit` orders of `market`'s book after `after`: bids best first,
+/// then asks best first.
+fn book_page(market: u32, after: Option<BookCursor>, limit: usize) -> BookDump {
+    use std::ops::Bound;
+    let mut page = BookDump {
+        market,
+        bids: Vec::new(),
+        asks: Vec::new(),
+        next: None,
+    };
+    let mut taken = 0;
+    let mut last: Option<BookCursor> = None;
+    for side in [Side::Buy, Side::Sell] {
+        let start = match after {
+            Some(c) if c.side.code() > side.code() => continue,
+            Some(c) if c.side == side => {
+                Bound::Excluded((market, side.code(), side.price_key(c.price), c.id))
+            }
+            _ => Bound::Included((market, side.code(), 0, 0)),
         };
-        match out.last_mut() {
-            Some(q) if q.price == price => q.orders.push(entry),
-            _ => out.push(Queue {
-                price,
-                orders: vec![entry],
-            }),
+        let end = Bound::Included((market, side.code(), u64::MAX, u64::MAX));
+        for ((_, _, pk, id), rest) in BOOK.range((start, end)).with_chunk(1024) {
+            if taken == limit {
+                page.next = last;
+                return page;
+            }
+            let price = side.price_from_key(pk);
+            let entry = QueuedOrder {
+                id,
+                user: rest.user,
+                remaining: rest.remaining,
+            };
+            let levels = match side {
+                Side::Buy => &mut page.bids,
+                Side::Sell => &mut page.asks,
+            };
+            match levels.last_mut() {
+                Some(q) if q.price == price => q.orders.push(entry),
+                _ => levels.push(Queue {
+                    price,
+                    orders: vec![entry],
+                }),
+            }
+            taken += 1;
+            last = Some(BookCursor { side, price, id });
         }
     }
-    out
+    page
 }
 
 fn trade_view(market: u32, seq: u64, index: u32, batch: &TradeBatch) -> Trade {

@@ -53,13 +53,69 @@ fn balance(h: &Harness<Spot>, user: u64, asset: &str) -> Balance {
     all.get(asset).copied().unwrap_or_default()
 }
 
+/// The whole book of market 1, page by page (`limit` orders a page).
+fn book_paged(h: &Harness<Spot>, limit: u32) -> BookDump {
+    let mut book: BookDump = query(h, json!({"book": {"market": 1, "limit": limit}}));
+    while let Some(after) = book.next {
+        let page: BookDump = query(
+            h,
+            json!({"book": {"market": 1, "after": after, "limit": limit}}),
+        );
+        assert!(
+            page.bids.len() + page.asks.len() > 0,
+            "a next page is never empty"
+        );
+        book.extend(page);
+    }
+    book
+}
+
 fn book(h: &Harness<Spot>) -> BookDump {
-    query(h, json!({"book": {"market": 1}}))
+    book_paged(h, 1000)
 }
 
 fn audit_clean(h: &Harness<Spot>) {
     let audit: Audit = query(h, json!("audit"));
     assert!(audit.problems.is_empty(), "{:#?}", audit.problems);
+}
+
+#[test]
+fn the_book_pages_through_every_order_once_in_order() {
+    let mut h = h();
+    // Bids and asks on a few levels, several orders per level.
+    for i in 0..12u64 {
+        limit(&mut h, 1 + i % 4, "buy", 90 - 5 * (i % 3), 20);
+        limit(&mut h, 1 + i % 4, "sell", 110 + 5 * (i % 3), 20);
+    }
+    let whole = book_paged(&h, 10_000);
+    assert_eq!(whole.next, None);
+    let orders = |b: &BookDump| {
+        b.bids
+            .iter()
+            .chain(&b.asks)
+            .map(|q| q.orders.len())
+            .sum::<usize>()
+    };
+    assert_eq!(orders(&whole), 24);
+    assert_eq!((whole.bids.len(), whole.asks.len()), (3, 3));
+    // Every page size, levels split between pages included, joins into
+    // the same book; a full page says where the next starts.
+    for limit in 1..=25 {
+        assert_eq!(book_paged(&h, limit), whole, "pages of {limit}");
+    }
+    let first: BookDump = query(&h, json!({"book": {"market": 1, "limit": 5}}));
+    assert_eq!(orders(&first), 5);
+    let after = first.next.expect("more than one page");
+    assert_eq!(after.side, Side::Buy);
+    assert_eq!(
+        after.id,
+        first.bids.last().unwrap().orders.last().unwrap().id
+    );
+    // A cursor past the last order gives an empty last page.
+    let last = whole.asks.last().unwrap();
+    let end = json!({"book": {"market": 1, "after": {"side": "sell", "price": last.price, "id": last.orders.last().unwrap().id}}});
+    let empty: BookDump = query(&h, end);
+    assert_eq!((orders(&empty), empty.next), (0, None));
 }
 
 #[test]

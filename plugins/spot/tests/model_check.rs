@@ -58,7 +58,7 @@ fn step(h: &mut Harness<Spot>, m: &mut Model, cmd: &Command) -> Result<(), TestC
 
 fn check_state(h: &Harness<Spot>, m: &Model) -> Result<(), TestCaseError> {
     for id in m.markets.keys().copied() {
-        let book: BookDump = query(h, json!({"book": {"market": id}}));
+        let book: BookDump = query(h, json!({"book": {"market": id, "limit": 10_000}}));
         prop_assert_eq!(&book, &m.book(id));
         if let (Some(bid), Some(ask)) = (book.bids.first(), book.asks.first()) {
             prop_assert!(bid.price < ask.price, "crossed book {:?}", book);

@@ -447,6 +447,7 @@ impl Model {
             market,
             bids: side(Side::Buy),
             asks: side(Side::Sell),
+            next: None,
         }
     }
 
