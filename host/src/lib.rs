@@ -26,6 +26,7 @@ pub use config::{HostConfig, InstancePolicy, Limits};
 pub use error::HostError;
 pub use host::{Host, HostStatus, PluginStatus};
 pub use storage::Durability;
+pub mod priority;
 pub mod recover;
 pub mod replay;
 pub mod restore;

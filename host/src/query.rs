@@ -48,7 +48,10 @@ impl QueryWorker {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_COMMANDS_MAX);
         let thread = std::thread::Builder::new()
             .name(format!("keel-{}-queries", target.name))
-            .spawn(move || serve(target, rx))?;
+            .spawn(move || {
+                crate::priority::lower_this_thread();
+                serve(target, rx)
+            })?;
         Ok(QueryWorker {
             tx: Some(tx),
             thread: Some(thread),

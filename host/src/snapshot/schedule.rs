@@ -45,7 +45,10 @@ impl Scheduler {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("keel-snapshots".into())
-            .spawn(move || run(&db, &store, &policy, &after, &flag))?;
+            .spawn(move || {
+                crate::priority::lower_this_thread();
+                run(&db, &store, &policy, &after, &flag)
+            })?;
         Ok(Scheduler {
             stop,
             thread: Some(thread),

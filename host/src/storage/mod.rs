@@ -226,6 +226,9 @@ pub(crate) struct DbInner {
     archiving: Mutex<()>,
 }
 
+/// How long a reader waits for a batch's own fsync before it runs one.
+const READER_SYNC_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The write-ahead log's durable point, shared by everyone waiting for it.
 #[derive(Default)]
 struct Synced {
@@ -288,6 +291,37 @@ impl DbInner {
                 }
             }
             self.synced_changed.notify_all();
+        }
+    }
+
+    /// [`DbInner::wait_durable`] for a reader (a query, a view): waits for
+    /// the fsync that the batch's own acknowledger runs, and runs one
+    /// itself only after [`READER_SYNC_WAIT`]. Readers run at a lower
+    /// priority (`crate::priority`); an fsync they ran would hold every
+    /// acknowledgement behind their scheduling.
+    pub(crate) fn wait_durable_as_reader(&self, record: u64) -> Result<(), StorageError> {
+        if self.wal.is_none() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + READER_SYNC_WAIT;
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if synced.upto >= record {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(StorageError::Poisoned);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                drop(synced);
+                return self.wait_durable(record);
+            }
+            synced = self
+                .synced_changed
+                .wait_timeout(synced, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -501,7 +535,7 @@ impl Db {
         let (view, last_record) = self.plugin_state(plugin_id)?.view();
         // Confirmed reads: nothing is answered from a batch that is not
         // durable yet.
-        self.wait_durable(last_record)?;
+        self.inner.wait_durable_as_reader(last_record)?;
         Ok(view)
     }
 
