@@ -254,11 +254,8 @@ impl DbInner {
         let Some(wal) = &self.wal else { return Ok(()) };
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if synced.upto >= record {
-                return Ok(());
-            }
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(StorageError::Poisoned);
+            if let Some(settled) = self.settled(&synced, record) {
+                return settled;
             }
             if synced.syncing {
                 synced = self
@@ -294,6 +291,18 @@ impl DbInner {
         }
     }
 
+    /// Whether waiting for `record` is over: it is durable, or the
+    /// database is poisoned and it never will be.
+    fn settled(&self, synced: &Synced, record: u64) -> Option<Result<(), StorageError>> {
+        if synced.upto >= record {
+            return Some(Ok(()));
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Some(Err(StorageError::Poisoned));
+        }
+        None
+    }
+
     /// [`DbInner::wait_durable`] for a reader (a query, a view): waits for
     /// the fsync that the batch's own acknowledger runs, and runs one
     /// itself only after [`READER_SYNC_WAIT`]. Readers run at a lower
@@ -306,11 +315,8 @@ impl DbInner {
         let deadline = std::time::Instant::now() + READER_SYNC_WAIT;
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if synced.upto >= record {
-                return Ok(());
-            }
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(StorageError::Poisoned);
+            if let Some(settled) = self.settled(&synced, record) {
+                return settled;
             }
             let now = std::time::Instant::now();
             if now >= deadline {
