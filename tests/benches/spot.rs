@@ -337,6 +337,17 @@ fn main() {
     assert!(host_fp == native_fp, "host and native states differ");
     assert_eq!(nat.refused, durable.refused);
     let resting = &host_fp[host_fp.len() - 1]["resting_orders"];
+    let rss = keel_tests::bench::rss_mib();
+    let view = t
+        .host()
+        .db()
+        .view(t.host().plugin("spot").unwrap().id)
+        .unwrap();
+    let (state_rows, state_mib) = (
+        view.row_count(),
+        view.resident_bytes() as f64 / (1 << 20) as f64,
+    );
+    drop(view);
     drop(t);
     let mut per_write = redb_per_order(base, &commands[..baseline_n]);
 
@@ -430,4 +441,7 @@ fn main() {
     if baseline_n < n {
         println!("(3) measured on the first {baseline_n} orders of the stream");
     }
+    println!(
+        "memory after (1): process RSS {rss:.0} MiB (the native run's state included); spot state {state_rows} rows, {state_mib:.1} MiB counted resident"
+    );
 }
