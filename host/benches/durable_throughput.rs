@@ -93,16 +93,6 @@ fn pipelined(
     (start.elapsed(), latencies)
 }
 
-/// The process's resident set size in MiB, from /proc.
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() {
     let commands = env_usize("KEEL_BENCH_COMMANDS", 300_000);
     let in_flight = env_usize("KEEL_BENCH_IN_FLIGHT", 4096);
@@ -128,7 +118,7 @@ fn main() {
         pipelined(host, &bodies(commands, commands + low_commands, random), 32);
     let low_rate = per_second(low_commands, low_elapsed);
     let low = Latencies::new(low_latencies);
-    let rss = rss_mib();
+    let rss = keel_host::testkit::process_rss_mib();
     let bench_id = host.plugin("bench").unwrap().id;
     let state_bytes = host.db().view(bench_id).unwrap().resident_bytes();
     drop(t);

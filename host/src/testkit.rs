@@ -336,3 +336,14 @@ impl Drop for TestHost {
         }
     }
 }
+
+/// The process's resident set size in MiB (from `/proc/self/status`; 0
+/// where there is none): the benches' memory figure.
+pub fn process_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}

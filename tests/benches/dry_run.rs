@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use keel_host::dry_run::DryRunFrom;
-use keel_plugin_spot::api::{Command, CreateMarket, OrderKind, Place, Side, Transfer};
-use keel_tests::bench::{env, pipelined, submit_all};
+use keel_plugin_spot::api::{Command, OrderKind, Place, Side};
+use keel_tests::bench::{env, fund_spot_market, pipelined};
 use keel_tests::{TestHost, component, plugins};
 
 const USERS: u64 = 200;
@@ -26,28 +26,7 @@ fn to_bytes(c: &Command) -> Vec<u8> {
 fn spot_host() -> TestHost {
     let t = TestHost::new();
     t.deploy_file(plugins::SPOT);
-    let mut setup = vec![Command::CreateMarket(CreateMarket {
-        market: 1,
-        base: "B".into(),
-        quote: "USD".into(),
-        tick_size: 1,
-        lot_size: 1,
-        min_size: 1,
-    })];
-    for user in 1..=USERS {
-        for asset in ["B", "USD"] {
-            setup.push(Command::Deposit(Transfer {
-                user,
-                asset: asset.into(),
-                amount: 1 << 50,
-            }));
-        }
-    }
-    submit_all(
-        t.host(),
-        "spot",
-        &setup.iter().map(to_bytes).collect::<Vec<_>>(),
-    );
+    fund_spot_market(t.host(), USERS);
     t
 }
 

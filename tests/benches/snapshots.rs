@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use keel_host::restore::RestoreTarget;
 use keel_host::snapshot::SnapshotPolicy;
-use keel_plugin_spot::api::{Command, CreateMarket, OrderKind, Place, Side, Transfer};
-use keel_tests::bench::{env, pipelined, submit_all};
+use keel_plugin_spot::api::{Command, OrderKind, Place, Side};
+use keel_tests::bench::{env, fund_spot_market, pipelined};
 use keel_tests::{TestHost, component, plugins};
 use serde_json::json;
 
@@ -97,30 +97,9 @@ fn state_costs(label: &str, t: &TestHost, plugin: &str, wasm: &str) {
 fn spot_book(orders: usize) {
     let t = no_snapshots();
     t.deploy_file(plugins::SPOT);
-    let mut setup = vec![Command::CreateMarket(CreateMarket {
-        market: 1,
-        base: "B".into(),
-        quote: "USD".into(),
-        tick_size: 1,
-        lot_size: 1,
-        min_size: 1,
-    })];
     let users = 1000u64;
-    for user in 1..=users {
-        for asset in ["B", "USD"] {
-            setup.push(Command::Deposit(Transfer {
-                user,
-                asset: asset.into(),
-                amount: 1 << 50,
-            }));
-        }
-    }
+    fund_spot_market(t.host(), users);
     let to_bytes = |c: &Command| serde_json::to_vec(c).unwrap();
-    submit_all(
-        t.host(),
-        "spot",
-        &setup.iter().map(to_bytes).collect::<Vec<_>>(),
-    );
     // Buys below 1 000 000, sells above: nothing crosses, everything rests.
     let book: Vec<Vec<u8>> = (0..orders as u64)
         .map(|i| {

@@ -337,7 +337,7 @@ fn main() {
     assert!(host_fp == native_fp, "host and native states differ");
     assert_eq!(nat.refused, durable.refused);
     let resting = &host_fp[host_fp.len() - 1]["resting_orders"];
-    let rss = keel_tests::bench::rss_mib();
+    let rss = keel_host::testkit::process_rss_mib();
     let view = t
         .host()
         .db()

@@ -155,12 +155,24 @@ impl Rng {
     }
 }
 
-/// The process's resident set size in MiB (from /proc; 0 where there is none).
-pub fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// Creates spot market 1 (`B`/`USD`, tick, lot and minimum size 1) and
+/// deposits 2^50 of each asset for users `1..=users`: the set-up of the
+/// benches that trade on one spot market.
+pub fn fund_spot_market(host: &keel_host::Host, users: u64) {
+    let mut setup = vec![
+        br#"{"create_market":{"market":1,"base":"B","quote":"USD","tick_size":1,"lot_size":1,"min_size":1}}"#
+            .to_vec(),
+    ];
+    for user in 1..=users {
+        for asset in ["B", "USD"] {
+            setup.push(
+                format!(
+                    r#"{{"deposit":{{"user":{user},"asset":"{asset}","amount":{}}}}}"#,
+                    1u64 << 50
+                )
+                .into_bytes(),
+            );
+        }
+    }
+    submit_all(host, "spot", &setup);
 }
