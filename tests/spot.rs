@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use keel_guest::testing::Harness;
 use keel_plugin_spot::Spot;
-use keel_plugin_spot::api::{Audit, Balance, BookCursor, BookDump, Command, OrderView};
+use keel_plugin_spot::api::{Audit, AuditPage, Balance, BookCursor, BookDump, Command, OrderView};
 use keel_tests::server::Server;
 use keel_tests::{TestHost, plugins};
 use model::{Model, streams};
@@ -31,6 +31,21 @@ struct Snapshot {
 fn snapshot(query: impl Fn(Value) -> Value) -> Snapshot {
     let audit: Audit = serde_json::from_value(query(json!("audit"))).unwrap();
     assert!(audit.problems.is_empty(), "{:#?}", audit.problems);
+    // The same audit in bounded pages: the same totals, nothing found.
+    let mut page: AuditPage = serde_json::from_value(query(json!({"audit_page": {}}))).unwrap();
+    assert_eq!(page.assets.as_ref(), Some(&audit.assets));
+    let mut book_entries = 0;
+    loop {
+        assert!(page.problems.is_empty(), "{:#?}", page.problems);
+        if page.users == 0 {
+            // The totals page and the book pass's pages.
+            book_entries += page.orders;
+        }
+        let Some(after) = page.next else { break };
+        page = serde_json::from_value(query(json!({"audit_page": {"after": after, "limit": 500}})))
+            .unwrap();
+    }
+    assert_eq!(book_entries, audit.resting_orders);
     Snapshot {
         books: (1..=2)
             .map(|m| {
@@ -605,6 +620,48 @@ fn deep_sweeps_succeed_or_are_refused_cleanly() {
     assert_eq!(book.asks.iter().map(|q| q.orders.len()).sum::<usize>(), 1);
     let audit: Audit = serde_json::from_value(t.query("spot", json!("audit")).unwrap()).unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+}
+
+#[test]
+fn the_audit_pages_through_a_book_under_the_default_query_fuel() {
+    // 40,000 resting orders: more than the whole `audit` checks within the
+    // default query fuel (it ran out between 20,000 and 30,000), while
+    // every page, even of the largest size, stays within it.
+    let t = spot_host();
+    keel_tests::bench::fund_spot_market(t.host(), 400);
+    let orders: Vec<Vec<u8>> = (0..40_000u64)
+        .map(|i| {
+            let user = 1 + i % 400;
+            let (side, price) = if i % 2 == 0 {
+                ("buy", 1_000_000 - i)
+            } else {
+                ("sell", 2_000_000 + i)
+            };
+            json!({"place": {"user": user, "market": 1, "side": side, "kind": "limit", "price": price, "qty": 1}})
+                .to_string()
+                .into_bytes()
+        })
+        .collect();
+    for chunk in orders.chunks(2000) {
+        keel_tests::bench::submit_all(t.host(), "spot", chunk);
+    }
+    let mut page: AuditPage =
+        serde_json::from_value(t.query("spot", json!({"audit_page": {}})).unwrap()).unwrap();
+    let (mut pages, mut users, mut book_entries) = (1, 0, 0);
+    while let Some(after) = page.next {
+        let request = json!({"audit_page": {"after": after, "limit": 10_000}});
+        page = serde_json::from_value(t.query("spot", request).unwrap()).unwrap();
+        assert!(page.problems.is_empty(), "{:#?}", page.problems);
+        pages += 1;
+        users += page.users;
+        if page.users == 0 {
+            book_entries += page.orders;
+        }
+    }
+    assert_eq!((users, book_entries), (400, 40_000));
+    // Totals; the wallets in 4 pages (a page stops at 10,000 wallets and
+    // orders, never inside a user's 100 orders); the book in 4.
+    assert_eq!(pages, 9);
 }
 
 /// A refusal's code (panics on anything that is not a plugin refusal).

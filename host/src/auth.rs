@@ -121,6 +121,8 @@ fn parse_hash(text: &str) -> anyhow::Result<TokenHash> {
         "a token hash is 64 hex digits (SHA-256), found {} characters; `keel hash-token` prints one",
         text.len()
     );
+    // ASCII first: slicing a multi-byte character in half would panic.
+    anyhow::ensure!(text.is_ascii(), "a token hash holds only hex digits");
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
@@ -365,6 +367,16 @@ mod tests {
             hash_hex(&hash_token("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_token_hash_with_multi_byte_characters_is_refused_not_a_panic() {
+        // 64 bytes, but "é" straddles the boundary of the first hex pair.
+        let text = format!("a\u{e9}{}", "0".repeat(61));
+        assert_eq!(text.len(), 64);
+        let err = parse_hash(&text).unwrap_err().to_string();
+        assert!(err.contains("only hex digits"), "{err}");
+        assert!(parse_hash(&"0".repeat(64)).is_ok());
     }
 
     #[test]

@@ -347,3 +347,46 @@ pub fn process_rss_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// CPU seconds used so far by each of the process's threads, summed by
+/// thread name (from `/proc/self/task`; empty where there is none), so a
+/// bench can show which thread is the bottleneck: diff two readings.
+pub fn thread_cpu_seconds() -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        // utime and stime are the 12th and 13th fields after the name.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+        });
+        *by_name.entry(name).or_insert(0.0) += ticks / 100.0; // USER_HZ
+    }
+    by_name
+}
+
+/// The CPU seconds each thread used between two [`thread_cpu_seconds`]
+/// readings, busiest first, as `name s, name s, …` (threads under 10 ms
+/// left out; exited threads' time is lost).
+pub fn thread_cpu_report(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    let mut used: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(name, s)| (name.as_str(), s - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, s)| *s >= 0.01)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used.iter()
+        .map(|(name, s)| format!("{name} {s:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -184,6 +184,8 @@ fn cpu_seconds() -> f64 {
 }
 
 struct Run {
+    /// CPU by thread during the run (host runs only).
+    threads: String,
     orders: usize,
     seconds: f64,
     cpu_seconds: f64,
@@ -244,6 +246,7 @@ fn native(base: u64, commands: &[Vec<u8>]) -> (Run, Vec<Value>) {
     let fp = fingerprint(|q| h.query_json(&q.to_string()).unwrap());
     (
         Run {
+            threads: String::new(),
             orders: commands.len(),
             seconds,
             cpu_seconds,
@@ -254,6 +257,31 @@ fn native(base: u64, commands: &[Vec<u8>]) -> (Run, Vec<Value>) {
     )
 }
 
+/// Wallets and orders checked per audit page in the bench.
+const AUDIT_PAGE: u32 = 2000;
+
+/// Pages through `audit_page` on the host; (pages, seconds). Panics on a
+/// problem found.
+fn audit_in_pages(t: &TestHost) -> (usize, f64) {
+    let start = Instant::now();
+    let mut pages = 0;
+    let mut after = Value::Null;
+    loop {
+        let request = if after.is_null() {
+            json!({"audit_page": {}})
+        } else {
+            json!({"audit_page": {"after": after, "limit": AUDIT_PAGE}})
+        };
+        let page = t.query("spot", request).unwrap();
+        pages += 1;
+        assert_eq!(page["problems"], json!([]), "audit page: {page}");
+        after = page["next"].clone();
+        if after.is_null() {
+            return (pages, start.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// (1) through the host: durable group commit, pipelined.
 fn host(t: &TestHost, commands: &[Vec<u8>], in_flight: usize) -> Run {
     let setup: Vec<Vec<u8>> = setup()
@@ -262,9 +290,13 @@ fn host(t: &TestHost, commands: &[Vec<u8>], in_flight: usize) -> Run {
         .collect();
     submit_all(t.host(), "spot", &setup);
     let cpu = cpu_seconds();
+    let threads = keel_host::testkit::thread_cpu_seconds();
     let (seconds, latencies_us, refused) = pipelined(t.host(), "spot", commands, in_flight);
+    let threads =
+        keel_host::testkit::thread_cpu_report(&threads, &keel_host::testkit::thread_cpu_seconds());
     keel_tests::bench::record_fixture(t.host(), "spot", setup.len() as u64 + 2);
     Run {
+        threads,
         orders: commands.len(),
         seconds,
         cpu_seconds: cpu_seconds() - cpu,
@@ -296,6 +328,7 @@ fn redb_per_order(base: u64, commands: &[Vec<u8>]) -> Run {
         outcome.is_ok()
     });
     Run {
+        threads: String::new(),
         orders: commands.len(),
         seconds,
         cpu_seconds: cpu_seconds() - cpu,
@@ -338,6 +371,7 @@ fn main() {
     assert_eq!(nat.refused, durable.refused);
     let resting = &host_fp[host_fp.len() - 1]["resting_orders"];
     let rss = keel_host::testkit::process_rss_mib();
+    let audit_pages = audit_in_pages(&t);
     let view = t
         .host()
         .db()
@@ -441,6 +475,12 @@ fn main() {
     if baseline_n < n {
         println!("(3) measured on the first {baseline_n} orders of the stream");
     }
+    println!("CPU by thread during (1): {}", durable.threads);
+    println!(
+        "audit of the end state in pages of {AUDIT_PAGE}: {} pages in {:.0} ms",
+        audit_pages.0,
+        audit_pages.1 * 1e3
+    );
     println!(
         "memory after (1): process RSS {rss:.0} MiB (the native run's state included); spot state {state_rows} rows, {state_mib:.1} MiB counted resident"
     );

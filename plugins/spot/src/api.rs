@@ -312,8 +312,22 @@ pub enum Query {
         #[serde(default)]
         limit: Option<u32>,
     },
-    /// `"audit"`: checks the conservation and consistency invariants over all state.
+    /// `"audit"`: checks the conservation and consistency invariants over
+    /// all state in one answer (see [`crate::audit`]); its cost grows with
+    /// the state, so a large book needs the pages of `audit_page`.
     Audit,
+    /// `{"audit_page": {}}`: the same checks in pages of bounded cost.
+    /// The first page (no `after`) checks the totals; each answer's `next`,
+    /// while present, is the `after` of the next page. At most `limit`
+    /// wallets and orders are checked a page (default 2000, at most 10,000).
+    AuditPage {
+        /// Where the page starts (absent: the first page).
+        #[serde(default)]
+        after: Option<AuditCursor>,
+        /// Wallets and orders checked per page.
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     /// `{"account": {"principal": "alice"}}`: the account a principal acts
     /// as; `{"account": {}}` asks for the caller's own.
     Account {
@@ -345,6 +359,8 @@ pub enum Answer {
     Book(BookDump),
     /// `audit`.
     Audit(Audit),
+    /// `audit_page`.
+    AuditPage(AuditPage),
     /// `account`.
     Account(AccountView),
 }
@@ -508,6 +524,50 @@ pub struct BookCursor {
     pub price: u64,
     /// Its id.
     pub id: u64,
+}
+
+/// Where an audit page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditCursor {
+    /// The wallets pass, after this user (absent: from the first).
+    Wallets {
+        /// The last user checked.
+        after: Option<u64>,
+    },
+    /// The book pass, after this entry (absent: from the first).
+    Book {
+        /// The last entry checked.
+        after: Option<AuditBookKey>,
+    },
+}
+
+/// A book entry's position, across markets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditBookKey {
+    /// Market id.
+    pub market: u32,
+    /// Its side.
+    pub side: Side,
+    /// Its price.
+    pub price: u64,
+    /// Its id.
+    pub id: u64,
+}
+
+/// One page of the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Totals per asset (on the first page only).
+    pub assets: Option<BTreeMap<String, AssetTotals>>,
+    /// Wallets checked on this page.
+    pub users: u64,
+    /// Open orders or book entries checked on this page.
+    pub orders: u64,
+    /// Every violated invariant found on this page, in words.
+    pub problems: Vec<String>,
+    /// Where the next page starts; absent after the last page.
+    pub next: Option<AuditCursor>,
 }
 
 /// Per-asset totals found by the audit.

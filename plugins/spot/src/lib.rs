@@ -5,7 +5,7 @@
 //! (kinds `limit`, `market`, `ioc`, `fok`, `post_only`), `cancel`,
 //! `cancel_all`, `open_account` — see [`api::Command`]. Queries: `markets`, `balances`,
 //! `order`, `open_orders`, `depth`, `best`, `order_fills`, `user_fills`,
-//! `trades`, `book`, `audit`, `account` — see [`api::Query`]. Storage layout: [`store`].
+//! `trades`, `book`, `audit`, `audit_page`, `account` — see [`api::Query`]. Storage layout: [`store`].
 //!
 //! Rules the engine keeps:
 //! - Matching is best price first, then FIFO (order id = the journaled
@@ -42,6 +42,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod engine;
 pub mod queries;
 pub mod store;

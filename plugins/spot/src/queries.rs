@@ -1,17 +1,14 @@
 //! Read-only queries over committed state.
 
-use std::collections::BTreeMap;
-
 use keel_guest::{Direction, Error};
 
 use crate::api::{
-    Answer, AssetTotals, Audit, Best, BookCursor, BookDump, Cursor, Depth, Level, OrderView, Query,
-    Queue, QueuedOrder, Status, Trade, TradePage,
+    Answer, Best, BookCursor, BookDump, Cursor, Depth, Level, OrderView, Query, Queue, QueuedOrder,
+    Status, Trade, TradePage,
 };
 use crate::engine::{load_market, market_view};
 use crate::store::{
-    BOOK, LEDGER, MARKETS, Market, ORDERS, Order, OrderKind, Side, Stored, TRADES, TradeBatch,
-    WALLETS,
+    BOOK, MARKETS, ORDERS, Order, OrderKind, Side, Stored, TRADES, TradeBatch, WALLETS,
 };
 
 /// Default page size of the fill and trade queries.
@@ -111,7 +108,8 @@ pub fn answer(q: Query) -> Result<Answer, Error> {
                 .clamp(1, BOOK_ORDERS_MAX) as usize;
             Answer::Book(book_page(market, after, limit))
         }
-        Query::Audit => Answer::Audit(audit()),
+        Query::Audit => Answer::Audit(crate::audit::whole()),
+        Query::AuditPage { after, limit } => Answer::AuditPage(crate::audit::page(after, limit)),
         Query::Account { principal } => Answer::Account(crate::access::account_query(principal)?),
     })
 }
@@ -420,133 +418,4 @@ fn order_fills(
         return Ok(pager.finish(true));
     }
     Ok(pager.finish(false))
-}
-
-/// Checks, over all state: conservation per asset, frozen balances equal
-/// what the book holds, every resting order recorded and indexed in its
-/// owner's wallet (and every indexed order on the book), and no market
-/// crossed. Cost: one pass over wallets and the book, one order-row read per
-/// resting order (a very large book may need a larger query fuel limit).
-fn audit() -> Audit {
-    let mut problems = Vec::new();
-    let mut assets: BTreeMap<String, AssetTotals> = BTreeMap::new();
-    let mut frozen: BTreeMap<(u64, String), u128> = BTreeMap::new();
-    let mut open: BTreeMap<(u64, u32, u64), crate::store::OpenRef> = BTreeMap::new();
-    for (user, wallet) in WALLETS.iter() {
-        for (asset, b) in wallet.assets {
-            let t = assets.entry(asset.clone()).or_default();
-            t.available = t.available.saturating_add(b.available);
-            t.frozen = t.frozen.saturating_add(b.frozen);
-            frozen.insert((user, asset), b.frozen);
-        }
-        for o in wallet.open {
-            open.insert((user, o.market, o.id), o);
-        }
-    }
-    for (asset, l) in LEDGER.iter() {
-        let t = assets.entry(asset).or_default();
-        t.deposited = l.deposited;
-        t.withdrawn = l.withdrawn;
-    }
-    for (asset, t) in &assets {
-        let held = t.available.saturating_add(t.frozen);
-        if Some(held) != t.deposited.checked_sub(t.withdrawn) {
-            problems.push(format!(
-                "{asset}: balances hold {held} but deposits minus withdrawals are {} - {}",
-                t.deposited, t.withdrawn
-            ));
-        }
-    }
-    let markets: BTreeMap<u32, Market> = MARKETS.iter().collect();
-    let mut resting_orders = 0u64;
-    let mut best: BTreeMap<(u32, u8), u64> = BTreeMap::new();
-    // What the book holds frozen, per (user, market, side).
-    let mut held_by_book: BTreeMap<(u64, u32, u8), u128> = BTreeMap::new();
-    for ((market, side_code, pk, id), rest) in BOOK.iter().with_chunk(1024) {
-        resting_orders += 1;
-        let side = if side_code == 0 {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
-        let price = side.price_from_key(pk);
-        best.entry((market, side_code)).or_insert(price);
-        let amount = match side {
-            Side::Buy => u128::from(price) * u128::from(rest.remaining),
-            Side::Sell => u128::from(rest.remaining),
-        };
-        let slot = held_by_book
-            .entry((rest.user, market, side_code))
-            .or_default();
-        *slot = slot.saturating_add(amount);
-        if rest.remaining == 0 {
-            problems.push(format!("order {id} rests with nothing remaining"));
-        }
-        match ORDERS.get(&id) {
-            Some(o)
-                if o.state == Stored::Resting
-                    && o.user == rest.user
-                    && o.market == market
-                    && o.side == side
-                    && o.price == price
-                    && rest.remaining <= o.qty => {}
-            other => problems.push(format!(
-                "resting order {id} disagrees with its order row {other:?}"
-            )),
-        }
-        let expected = crate::store::OpenRef {
-            market,
-            id,
-            side,
-            price,
-        };
-        if open.remove(&(rest.user, market, id)) != Some(expected) {
-            problems.push(format!(
-                "resting order {id} is missing from its owner's open orders"
-            ));
-        }
-    }
-    for (user, market, id) in open.keys() {
-        problems.push(format!(
-            "user {user}'s open order {id} in market {market} is not on the book"
-        ));
-    }
-    let mut expected_frozen: BTreeMap<(u64, String), u128> = BTreeMap::new();
-    for ((user, market, side_code), amount) in held_by_book {
-        let Some(m) = markets.get(&market) else {
-            problems.push(format!("orders rest in unknown market {market}"));
-            continue;
-        };
-        let asset = if side_code == 0 { &m.quote } else { &m.base };
-        let slot = expected_frozen.entry((user, asset.clone())).or_default();
-        *slot = slot.saturating_add(amount);
-    }
-    for (key, held) in &frozen {
-        let expected = expected_frozen.remove(key).unwrap_or(0);
-        if *held != expected {
-            problems.push(format!(
-                "user {} has {held} {} frozen, resting orders hold {expected}",
-                key.0, key.1
-            ));
-        }
-    }
-    for ((user, asset), expected) in expected_frozen {
-        problems.push(format!(
-            "user {user} has no {asset} balance, resting orders hold {expected}"
-        ));
-    }
-    for market in markets.keys() {
-        if let (Some(bid), Some(ask)) = (best.get(&(*market, 0)), best.get(&(*market, 1)))
-            && bid >= ask
-        {
-            problems.push(format!(
-                "market {market} is crossed: bid {bid} >= ask {ask}"
-            ));
-        }
-    }
-    Audit {
-        assets,
-        resting_orders,
-        problems,
-    }
 }

@@ -77,6 +77,84 @@ fn book(h: &Harness<Spot>) -> BookDump {
 fn audit_clean(h: &Harness<Spot>) {
     let audit: Audit = query(h, json!("audit"));
     assert!(audit.problems.is_empty(), "{:#?}", audit.problems);
+    let (pages, problems) = audit_paged(h, 3);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(pages[0].assets.as_ref(), Some(&audit.assets));
+    let book_orders: u64 = pages
+        .iter()
+        .filter(|p| p.users == 0)
+        .map(|p| p.orders)
+        .sum();
+    assert_eq!(book_orders, audit.resting_orders);
+}
+
+/// Every page of the audit (`limit` wallets and orders a page), and every
+/// problem they found, sorted.
+fn audit_paged(h: &Harness<Spot>, limit: u32) -> (Vec<AuditPage>, Vec<String>) {
+    let mut pages: Vec<AuditPage> = vec![query(h, json!({"audit_page": {}}))];
+    while let Some(after) = pages.last().unwrap().next {
+        let page: AuditPage = query(h, json!({"audit_page": {"after": after, "limit": limit}}));
+        assert!(
+            page.users + page.orders <= u64::from(limit) + 1000,
+            "a page checks at most `limit` plus one user's orders"
+        );
+        pages.push(page);
+        assert!(pages.len() < 10_000, "the audit pages end");
+    }
+    let mut problems: Vec<String> = pages.iter().flat_map(|p| p.problems.clone()).collect();
+    problems.sort();
+    (pages, problems)
+}
+
+#[test]
+fn the_audit_finds_damage_whole_and_page_by_page() {
+    use keel_plugin_spot::store::{BOOK, Resting, WALLETS};
+    let mut h = h();
+    let mut ids = Vec::new();
+    for user in 1..=4u64 {
+        ids.push(limit(&mut h, user, "buy", 90 - 5 * user, 20).order);
+        limit(&mut h, user, "sell", 120 + 5 * user, 20);
+    }
+    audit_clean(&h);
+    let (pages, _) = audit_paged(&h, 3);
+    assert!(pages.len() > 4, "small pages: {}", pages.len());
+
+    // Damage the state behind the engine's back: user 1's bid leaves the
+    // book, an order nobody lists appears on it, user 3 gains 1 USD.
+    assert!(BOOK.remove(&(1, Side::Buy.code(), Side::Buy.price_key(85), ids[0])));
+    BOOK.put(
+        &(1, Side::Buy.code(), Side::Buy.price_key(50), 999_999),
+        &Resting {
+            user: 2,
+            remaining: 20,
+            maker_fills: Vec::new(),
+        },
+    );
+    let mut wallet = WALLETS.get(&3).unwrap();
+    wallet.balance_mut("USD").available += 1;
+    WALLETS.put(&3, &wallet);
+
+    let whole: Audit = query(&h, json!("audit"));
+    let mut found = whole.problems.clone();
+    found.sort();
+    let (_, paged) = audit_paged(&h, 3);
+    assert_eq!(paged, found, "pages find what the whole audit finds");
+    let expect = [
+        "USD: balances hold",
+        &format!(
+            "user 1's open order {} in market 1 is not on the book",
+            ids[0]
+        ),
+        "user 1 has 1700 USD frozen, resting orders hold 0",
+        "resting order 999999 is missing from its owner's open orders",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|p| p.contains(e)),
+            "{e:?} not in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
 
 #[test]
