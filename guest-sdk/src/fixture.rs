@@ -70,6 +70,15 @@ pub struct FixtureCommand {
     pub command: Value,
     /// What production answered.
     pub outcome: Recorded,
+    /// Whether the command ran on a new instance of the component (absent
+    /// in older fixtures: it did). Natively there is no instance; the
+    /// host's fixture replay follows it.
+    #[serde(default = "yes")]
+    pub new_instance: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What production answered.

@@ -5,9 +5,10 @@
 //! (queue, batch, journal entry, relaxed commit) per command.
 //!
 //! Every call carries a caller (as an authenticated request does).
-//! Component calls are measured under both instance policies: `fresh` (the
-//! default: every call on a new instance from the initial memory image)
-//! and `reuse` (one instance for every call).
+//! Component calls are measured on a new instance from the initial memory
+//! image for every call (policy `fresh`; under the default `batch` only a
+//! batch's first command pays this) and on one instance for every call
+//! (`reuse`; what the other commands of a batch cost).
 //!
 //! `cargo bench -p keel-host --bench command_path` (calls: KEEL_BENCH_CALLS).
 
@@ -139,7 +140,7 @@ fn main() {
     );
     println!(
         "{:<44} {:>10.3} {:>10.3}",
-        "extra cost of the host, fresh (default)",
+        "extra cost of the host, fresh",
         fresh.p50_us() - native.p50_us(),
         fresh.p99_us() - native.p99_us()
     );

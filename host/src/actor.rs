@@ -328,5 +328,6 @@ pub(crate) fn command(bytes: Vec<u8>, caller: Option<Arc<Caller>>) -> Scheduled 
         call: Call::Command(bytes),
         forced: None,
         caller,
+        new_instance: None,
     }
 }

@@ -121,32 +121,57 @@ impl Default for DeployConfig {
 }
 
 /// How a plugin's calls get their WebAssembly instance.
+///
+/// Whatever the policy, every journal entry records whether its call ran
+/// on a new instance, and replay follows that record, so replay reproduces
+/// every response of any component — also one that keeps state in linear
+/// memory (see `tests/fresh_instances.rs`). Queries always run on a new
+/// instance each (except under `reuse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstancePolicy {
-    /// Every call (command, query, migrate) runs on a new instance made
-    /// from the component's initial memory image (pooled, copy-on-write:
-    /// the memory is reset, not copied). Nothing a call leaves in linear
-    /// memory reaches the next call, so replay reproduces every response of
-    /// any component. The default.
+    /// Each batch of commands starts on a new instance made from the
+    /// component's initial memory image (pooled, copy-on-write), and so
+    /// does the command after one that trapped; the other commands of the
+    /// batch run on the instance of the command before. What a call leaves
+    /// in linear memory can thus reach the later calls of its batch, never
+    /// another batch. The default: a new instance costs about as much as a
+    /// small command, and a batch holds up to hundreds.
     #[default]
+    Batch,
+    /// Every call (command, query, migrate) runs on a new instance: nothing
+    /// a call leaves in linear memory reaches the next call, so a plugin's
+    /// only state is its tables, whatever the load. For plugins named in
+    /// `[runtime] fresh_instances`.
     Fresh,
     /// One instance serves call after call and is replaced only after a
-    /// trap: no instantiation per call. Replay stays exact only for a
-    /// component whose responses never depend on what earlier calls left
-    /// in its linear memory (a `keel-guest` plugin that follows the SDK's
-    /// rules: no statics, no global state). `keel verify` replays under
-    /// `fresh` and reports any response that differs.
+    /// call that trapped: what a call leaves in linear memory reaches every
+    /// later call until then. For plugins named in
+    /// `[runtime] reuse_instances`.
     Reuse,
+}
+
+impl InstancePolicy {
+    /// The policy of a plugin's queries: a new instance for each, except
+    /// under `reuse` (queries are not journaled, so nothing replays them).
+    pub fn for_queries(self) -> InstancePolicy {
+        match self {
+            InstancePolicy::Batch | InstancePolicy::Fresh => InstancePolicy::Fresh,
+            InstancePolicy::Reuse => InstancePolicy::Reuse,
+        }
+    }
 }
 
 /// How plugins run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Names of the plugins that run under [`InstancePolicy::Reuse`]; every
-    /// other plugin runs under [`InstancePolicy::Fresh`].
+    /// Names of the plugins that run under [`InstancePolicy::Reuse`].
     pub reuse_instances: Vec<String>,
+    /// Names of the plugins that run under [`InstancePolicy::Fresh`] (a
+    /// new instance for every call); every plugin in neither list runs
+    /// under [`InstancePolicy::Batch`].
+    pub fresh_instances: Vec<String>,
 }
 
 impl RuntimeConfig {
@@ -154,8 +179,10 @@ impl RuntimeConfig {
     pub fn instance_policy(&self, plugin: &str) -> InstancePolicy {
         if self.reuse_instances.iter().any(|p| p == plugin) {
             InstancePolicy::Reuse
-        } else {
+        } else if self.fresh_instances.iter().any(|p| p == plugin) {
             InstancePolicy::Fresh
+        } else {
+            InstancePolicy::Batch
         }
     }
 }
@@ -330,6 +357,16 @@ impl HostConfig {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(both) = self
+            .runtime
+            .reuse_instances
+            .iter()
+            .find(|p| self.runtime.fresh_instances.contains(p))
+        {
+            anyhow::bail!(
+                "plugin {both:?} is in both runtime.reuse_instances and runtime.fresh_instances"
+            );
+        }
         anyhow::ensure!(
             self.batch.max_commands >= 1,
             "batch.max_commands must be at least 1"

@@ -200,7 +200,8 @@ pub(crate) fn dry_run(
         1,
         &state,
         limits,
-        InstancePolicy::Fresh,
+        // Replayed calls follow their journaled instance boundaries.
+        InstancePolicy::Batch,
     )?;
     let mut cand = Executor::seed(
         db.clone(),
@@ -208,7 +209,7 @@ pub(crate) fn dry_run(
         2,
         &state,
         limits,
-        InstancePolicy::Fresh,
+        InstancePolicy::Batch,
     )?;
     let before = db.dump_plugin(2)?;
     cand.upgrade(
@@ -258,6 +259,7 @@ pub(crate) fn dry_run(
                 call: Call::Command(bytes.clone()),
                 forced: Some((entry.sequence, entry.timestamp_ms)),
                 caller: entry.caller.clone(),
+                new_instance: Some(entry.new_instance),
             };
             let (live_done, live_writes) = live.run_one_with_writes(scheduled.clone())?;
             let (cand_done, cand_writes) = cand.run_one_with_writes(scheduled)?;

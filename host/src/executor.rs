@@ -94,6 +94,10 @@ pub struct Scheduled {
     pub forced: Option<(u64, u64)>,
     /// Who sent it (journaled with it; the journaled one when replaying).
     pub caller: Option<Arc<Caller>>,
+    /// When replaying, whether the call ran on a new instance (the
+    /// journaled [`JournalEntry::new_instance`]), which replay follows;
+    /// `None` live, where the batch decides (see [`Executor::run_batch`]).
+    pub new_instance: Option<bool>,
 }
 
 /// What one call produced once its batch committed.
@@ -182,7 +186,10 @@ impl Executor {
         self.instance.info()
     }
 
-    /// Runs `calls` as one group commit. Returns one result per call and
+    /// Runs `calls` as one group commit. Under [`InstancePolicy::Batch`]
+    /// the first live call gets a new instance; replayed calls get one
+    /// exactly where their journal entry says; a trapped call's instance
+    /// is never used again. Returns one result per call and
     /// the write-ahead log record that holds them — no call may be
     /// acknowledged before [`Db::wait_durable`] of it returns — or a
     /// storage error when nothing was committed.
@@ -214,10 +221,23 @@ impl Executor {
         batch.set_state_hash(self.record.state_hash);
         let mut record = self.record.clone();
         let module_hash = self.instance.component().hash;
+        let renews_per_batch = self.policy == InstancePolicy::Batch;
         let (mut batch, results) = with_batch(&mut self.instance, batch, |instance| {
             let mut results = Vec::with_capacity(calls.len());
             let mut entries = Vec::with_capacity(calls.len());
+            let mut first_live = true;
             for scheduled in calls {
+                match scheduled.new_instance {
+                    // Replay: exactly where the journaled call got a new one.
+                    Some(true) => instance.renew(),
+                    Some(false) => {}
+                    // Live: each batch starts on a new instance.
+                    None if first_live && renews_per_batch => instance.renew(),
+                    None => {}
+                }
+                if scheduled.new_instance.is_none() {
+                    first_live = false;
+                }
                 let (sequence, timestamp_ms) = scheduled.forced.unwrap_or_else(|| {
                     (
                         record.last_sequence + 1,
@@ -227,7 +247,7 @@ impl Executor {
                 let entry = match scheduled.call {
                     Call::RecordedFailure(entry) => entry,
                     Call::Command(bytes) => {
-                        let outcome = run_command(
+                        let (outcome, refused) = run_command(
                             instance,
                             &bytes,
                             sequence,
@@ -241,6 +261,8 @@ impl Executor {
                             kind: EntryKind::Command { bytes },
                             outcome,
                             caller: scheduled.caller,
+                            new_instance: instance.ran_on_new_instance(),
+                            failed_on_kept_instance: refused,
                         }
                     }
                 };
@@ -337,6 +359,8 @@ impl Executor {
             kind: EntryKind::Init { config },
             outcome: Outcome::Ok(b"null".to_vec()),
             caller: None,
+            new_instance: true,
+            failed_on_kept_instance: false,
         };
         commit_deployment(&exec.db, batch, &record, &entry, &component)?;
         exec.publish(record);
@@ -410,6 +434,8 @@ impl Executor {
             },
             outcome: Outcome::Ok(b"null".to_vec()),
             caller: None,
+            new_instance: true,
+            failed_on_kept_instance: false,
         };
         // Queries that read the migrated state must find its component.
         self.know_component(&component);
@@ -479,6 +505,8 @@ impl Executor {
             kind,
             outcome: Outcome::Ok(response.to_string().into_bytes()),
             caller: None,
+            new_instance: true,
+            failed_on_kept_instance: false,
         };
         self.know_component(&component);
         commit_deployment(&self.db, batch, &record, &entry, &component)?;
@@ -574,28 +602,34 @@ fn install_rows(mut batch: Batch, plugin_id: u32, restored: &Restored) -> Result
 /// Runs one command on `instance` (whose storage is the batch): its writes
 /// are kept when it succeeds and undone when it fails. A storage fault
 /// ends the batch.
+/// Runs one command: its outcome, and whether the plugin refused it (a
+/// failure that keeps the instance, unlike a trap).
 fn run_command(
     instance: &mut PluginInstance,
     bytes: &[u8],
     sequence: u64,
     timestamp_ms: u64,
     caller: &Option<Arc<Caller>>,
-) -> Result<Outcome, StorageError> {
+) -> Result<(Outcome, bool), StorageError> {
     instance.set_context(sequence, timestamp_ms);
     instance.set_caller(caller.clone());
     lent_batch(instance).begin_command();
     match instance.handle(bytes) {
         Ok(response) => {
             lent_batch(instance).keep_command();
-            Ok(Outcome::Ok(response))
+            Ok((Outcome::Ok(response), false))
         }
         Err(CallError::Fault(e)) => Err(e),
         Err(e) => {
             lent_batch(instance).undo_command()?;
-            Ok(Outcome::Err {
-                code: e.code().to_owned(),
-                message: e.message(),
-            })
+            let refused = matches!(e, CallError::Guest { .. });
+            Ok((
+                Outcome::Err {
+                    code: e.code().to_owned(),
+                    message: e.message(),
+                },
+                refused,
+            ))
         }
     }
 }

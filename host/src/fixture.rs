@@ -120,12 +120,13 @@ pub fn write_fixture(
                 }
             };
             lines.push(format!(
-                "{{\"sequence\":{},\"timestamp_ms\":{},\"caller\":{},\"command\":{},\"outcome\":{}}}\n",
+                "{{\"sequence\":{},\"timestamp_ms\":{},\"caller\":{},\"command\":{},\"outcome\":{},\"new_instance\":{}}}\n",
                 entry.sequence,
                 entry.timestamp_ms,
                 serde_json::to_string(&entry.caller.as_deref())?,
                 String::from_utf8_lossy(bytes),
-                outcome
+                outcome,
+                entry.new_instance
             ));
             summary.to = entry.sequence;
             summary.commands += 1;

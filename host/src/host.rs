@@ -44,8 +44,9 @@ pub struct PluginStatus {
     pub state_hash: String,
     /// Commands waiting in the queue.
     pub queued: usize,
-    /// How its calls get their instance (`fresh` by default: replay-exact
-    /// for any component; `reuse` only where the configuration says so).
+    /// How its calls get their instance (`batch` by default; `fresh` or
+    /// `reuse` where the configuration says so). Replay is exact for any
+    /// component under each: it follows the journaled instance boundaries.
     pub instances: crate::config::InstancePolicy,
     /// Every deployed version, oldest first.
     pub deployments: Vec<DeploymentStatus>,

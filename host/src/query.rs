@@ -132,7 +132,7 @@ fn answer(
             target.name.as_str().into(),
             target.plugin_id,
             target.limits,
-            target.policy,
+            target.policy.for_queries(),
         ));
     }
     let instance = instance.as_mut().expect("set above");

@@ -350,12 +350,18 @@ pub fn replay_range(
                 EntryKind::Command { bytes } => {
                     let call = match &entry.outcome {
                         Outcome::Ok(_) => Call::Command(bytes.clone()),
+                        // A refusal whose instance went on: run it again
+                        // for what it left in memory (it must fail again).
+                        Outcome::Err { .. } if entry.failed_on_kept_instance => {
+                            Call::Command(bytes.clone())
+                        }
                         Outcome::Err { .. } => Call::RecordedFailure(entry.clone()),
                     };
                     let scheduled = Scheduled {
                         call,
                         forced,
                         caller: entry.caller.clone(),
+                        new_instance: Some(entry.new_instance),
                     };
                     let rx = target.enqueue_scheduled(&record.name, scheduled)?;
                     pending.push((entry.sequence, entry.outcome.clone(), rx));
@@ -471,7 +477,14 @@ fn drain(pending: &mut Pending, mismatches: &mut Vec<u64>) -> anyhow::Result<()>
         let got = rx.blocking_recv().map_err(|_| HostError::Stopped)?;
         let same = match (&expected, &got) {
             (Outcome::Ok(a), Ok(receipt)) => *a == receipt.response && receipt.sequence == sequence,
-            (Outcome::Err { .. }, Err(HostError::Rejected { sequence: s, .. })) => *s == sequence,
+            (
+                Outcome::Err { code, .. },
+                Err(HostError::Rejected {
+                    sequence: s,
+                    code: got,
+                    ..
+                }),
+            ) => *s == sequence && code == got,
             _ => false,
         };
         if !same && mismatches.len() < 16 {

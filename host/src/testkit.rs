@@ -216,6 +216,13 @@ impl TestHost {
             caller: Option<Caller>,
             command: Box<serde_json::value::RawValue>,
             outcome: Value,
+            /// Absent in fixtures written before instance boundaries were
+            /// journaled: every call then ran on a new instance.
+            #[serde(default = "yes")]
+            new_instance: bool,
+        }
+        fn yes() -> bool {
+            true
         }
         let mut lines = fixture.lines().filter(|l| !l.trim().is_empty());
         let header: Value = serde_json::from_str(lines.next().ok_or("an empty fixture")?)
@@ -276,6 +283,7 @@ impl TestHost {
                 call: Call::Command(line.command.get().as_bytes().to_vec()),
                 forced: Some((line.sequence, line.timestamp_ms)),
                 caller: line.caller.map(std::sync::Arc::new),
+                new_instance: Some(line.new_instance),
             };
             let rx = host
                 .enqueue_scheduled(&plugin, scheduled)

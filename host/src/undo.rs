@@ -152,6 +152,7 @@ impl Rebuild {
                             call: Call::Command(bytes.clone()),
                             forced: Some((entry.sequence, entry.timestamp_ms)),
                             caller: entry.caller.clone(),
+                            new_instance: Some(entry.new_instance),
                         };
                         let rx = self.scratch.enqueue_scheduled(&self.name, scheduled)?;
                         pending.push((entry.sequence, entry.outcome.clone(), rx));

@@ -156,6 +156,8 @@ impl Sim {
                         Outcome::Ok(b"null".to_vec())
                     },
                     caller: None,
+                    new_instance: sequence % 3 == 0,
+                    failed_on_kept_instance: failed && sequence % 2 == 0,
                 },
             );
         }

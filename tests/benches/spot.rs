@@ -11,7 +11,8 @@
 //!
 //! `cargo bench -p keel-tests --bench spot`; size with `KEEL_BENCH_ORDERS`
 //! (default 100 000; `KEEL_SPOT_COMPONENT` deploys another build of the
-//! component); (3) runs on the first `KEEL_BENCH_BASELINE_ORDERS`
+//! component; `KEEL_BENCH_INSTANCES=fresh|reuse` runs it under that
+//! instance policy instead of the default `batch`); (3) runs on the first `KEEL_BENCH_BASELINE_ORDERS`
 //! orders (default 3 000) since it is ~100× slower; its rate is per order.
 //!
 //! Stream (fixed seed): 4 markets, 1000 pre-funded users; ~60 % resting
@@ -345,7 +346,17 @@ fn main() {
 
     // The end-of-run `audit` and book dumps walk the whole state: give
     // queries room (commands never come close to the default limit).
-    let t = TestHost::with_config(|c| c.limits.fuel_per_call = 20_000_000_000);
+    // KEEL_BENCH_INSTANCES=fresh|reuse runs the plugin under that instance
+    // policy instead of the default (`batch`): what instances cost.
+    let instances = std::env::var("KEEL_BENCH_INSTANCES").unwrap_or_else(|_| "batch".into());
+    let t = TestHost::with_config(|c| {
+        c.limits.fuel_per_call = 20_000_000_000;
+        match instances.as_str() {
+            "fresh" => c.runtime.fresh_instances = vec!["spot".into()],
+            "reuse" => c.runtime.reuse_instances = vec!["spot".into()],
+            _ => {}
+        }
+    });
     // KEEL_SPOT_COMPONENT: another build of the component (e.g. for profiling).
     let component =
         std::env::var("KEEL_SPOT_COMPONENT").unwrap_or_else(|_| plugins::SPOT.to_owned());
@@ -358,8 +369,9 @@ fn main() {
         *kinds.entry(label).or_insert(0) += 1;
     }
     println!(
-        "spot benchmark: {n} orders, {MARKETS} markets, {USERS} users, {} cores, {in_flight} in flight (stream generated in {:.1} s)",
+        "spot benchmark: {n} orders, {MARKETS} markets, {USERS} users, {} cores, {in_flight} in flight, instances: {:?} (stream generated in {:.1} s)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        t.host().plugin("spot").unwrap().instances,
         generated.elapsed().as_secs_f64()
     );
     println!("mix: {kinds:?}");

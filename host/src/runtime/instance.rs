@@ -1,15 +1,15 @@
 //! One plugin's instance: a `Store` with fuel, an epoch deadline and a
 //! memory cap.
 //!
-//! Under [`InstancePolicy::Fresh`] (the default) every call runs on a new
-//! instance made from the component's initial memory image: the old store
-//! is dropped (its pooled memory slot is reset copy-on-write, without
-//! copying the image) and a new one instantiated. Nothing a call leaves in
-//! linear memory — a language runtime's random generator, a cache, a
-//! counter in a global — reaches the next call, so a plugin's only state
-//! is its tables, and replay reproduces every response for any component.
-//! Under [`InstancePolicy::Reuse`] one instance serves call after call and
-//! is replaced only when a call traps (a trapped instance is never reused).
+//! A call runs either on a new instance made from the component's initial
+//! memory image (the old store is dropped — its pooled memory slot is reset
+//! copy-on-write, without copying the image — and a new one instantiated)
+//! or on the instance of the call before, with whatever that call left in
+//! linear memory. Which one is the [`InstancePolicy`]'s choice plus the
+//! caller's [`PluginInstance::renew`] (the executor renews at the start of
+//! each batch, after a failed call, and wherever a replayed entry says its
+//! call ran on a new instance); [`PluginInstance::ran_on_new_instance`]
+//! tells the journal which it was. A trapped instance is never reused.
 
 use std::sync::Arc;
 
@@ -89,6 +89,10 @@ pub struct PluginInstance {
     /// Whether the current instance has served a call (under
     /// [`InstancePolicy::Fresh`], the next call then gets a new one).
     used: bool,
+    /// Whether the next call must run on a new instance ([`Self::renew`]).
+    renew: bool,
+    /// Whether the last call ran on an instance made for it.
+    last_on_new: bool,
 }
 
 impl PluginInstance {
@@ -112,7 +116,20 @@ impl PluginInstance {
             limits,
             policy,
             used: false,
+            renew: false,
+            last_on_new: false,
         }
+    }
+
+    /// The next call runs on a new instance, whatever the policy.
+    pub fn renew(&mut self) {
+        self.renew = true;
+    }
+
+    /// Whether the last call ran on a new instance (made for it, or never
+    /// called before) rather than on the instance of the call before.
+    pub fn ran_on_new_instance(&self) -> bool {
+        self.last_on_new
     }
 
     fn store(&mut self) -> &mut Store<HostState> {
@@ -169,9 +186,11 @@ impl PluginInstance {
     }
 
     fn prepare(&mut self) -> Result<(), CallError> {
-        if self.used && self.policy == InstancePolicy::Fresh {
+        if self.used && (self.renew || self.policy == InstancePolicy::Fresh) {
             self.replace_instance();
         }
+        self.renew = false;
+        self.last_on_new = !self.used;
         self.used = true;
         self.store().data_mut().begin_call();
         let limits = self.limits;

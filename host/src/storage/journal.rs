@@ -23,8 +23,15 @@ use serde::{Deserialize, Serialize};
 use super::StorageError;
 use crate::caller::Caller;
 
-/// Version byte at the front of every journal value written now.
-pub const ENTRY_FORMAT: u8 = 2;
+/// Version byte at the front of every journal value written now: format 2
+/// (entry, caller) followed by one byte of instance flags: bit 0
+/// [`JournalEntry::new_instance`], bit 1
+/// [`JournalEntry::failed_on_kept_instance`].
+pub const ENTRY_FORMAT: u8 = 3;
+
+/// The format before instance boundaries were journaled (still read: every
+/// call ran on a new instance).
+pub const ENTRY_FORMAT_NO_INSTANCE: u8 = 2;
 
 /// The format before the caller was journaled (still read: no caller).
 pub const ENTRY_FORMAT_NO_CALLER: u8 = 1;
@@ -106,6 +113,19 @@ pub struct JournalEntry {
     /// host). Encoded after the other fields (format 2).
     #[serde(skip)]
     pub caller: Option<Arc<Caller>>,
+    /// Whether the call ran on a new instance of the component (true) or
+    /// on the instance the call before it ran on, with whatever that left
+    /// in linear memory (false). Replay follows it, so that it reproduces
+    /// every response of any component. Encoded last (format 3).
+    #[serde(skip)]
+    pub new_instance: bool,
+    /// A failed call whose instance the next call may continue on (the
+    /// plugin refused; a trap always ends its instance): replay runs it
+    /// again, so that whatever it left in linear memory is there for the
+    /// next call, where other failed entries are copied without running.
+    /// Encoded with `new_instance` (format 3).
+    #[serde(skip)]
+    pub failed_on_kept_instance: bool,
 }
 
 pub(crate) fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
@@ -115,6 +135,7 @@ pub(crate) fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
         .expect("encoding to a Vec cannot fail");
     bincode::serde::encode_into_std_write(entry.caller.as_deref(), &mut out, config)
         .expect("encoding to a Vec cannot fail");
+    out.push(u8::from(entry.new_instance) | u8::from(entry.failed_on_kept_instance) << 1);
     out
 }
 
@@ -123,9 +144,10 @@ pub(crate) fn decode_entry(sequence: u64, bytes: &[u8]) -> Result<JournalEntry, 
         what: format!("journal entry {sequence}"),
         why,
     };
-    let with_caller = match bytes.first() {
-        Some(&ENTRY_FORMAT) => true,
-        Some(&ENTRY_FORMAT_NO_CALLER) => false,
+    let (with_caller, with_instance) = match bytes.first() {
+        Some(&ENTRY_FORMAT) => (true, true),
+        Some(&ENTRY_FORMAT_NO_INSTANCE) => (true, false),
+        Some(&ENTRY_FORMAT_NO_CALLER) => (false, false),
         Some(other) => return Err(corrupt(format!("unknown entry format {other}"))),
         None => return Err(corrupt("empty entry".into())),
     };
@@ -133,12 +155,23 @@ pub(crate) fn decode_entry(sequence: u64, bytes: &[u8]) -> Result<JournalEntry, 
     let (mut entry, used): (JournalEntry, usize) =
         bincode::serde::decode_from_slice(&bytes[1..], config)
             .map_err(|e| corrupt(e.to_string()))?;
+    let mut rest = &bytes[1 + used..];
     if with_caller {
-        let (caller, _): (Option<Caller>, usize) =
-            bincode::serde::decode_from_slice(&bytes[1 + used..], config)
+        let (caller, used): (Option<Caller>, usize) =
+            bincode::serde::decode_from_slice(rest, config)
                 .map_err(|e| corrupt(format!("the caller: {e}")))?;
         entry.caller = caller.map(Arc::new);
+        rest = &rest[used..];
     }
+    (entry.new_instance, entry.failed_on_kept_instance) = if with_instance {
+        match rest {
+            [flags @ 0..=3] => (flags & 1 == 1, flags & 2 == 2),
+            _ => return Err(corrupt(format!("the instance flags: {rest:?}"))),
+        }
+    } else {
+        // Before format 3 every call ran on a new instance.
+        (true, false)
+    };
     entry.sequence = sequence;
     Ok(entry)
 }
@@ -160,6 +193,8 @@ mod tests {
                 message: "y".into(),
             },
             caller: caller.map(Arc::new),
+            new_instance: false,
+            failed_on_kept_instance: true,
         }
     }
 
@@ -172,23 +207,44 @@ mod tests {
         assert!(decode_entry(9, &[]).is_err());
         assert!(decode_entry(9, &[7, 1, 2]).is_err());
         assert!(decode_entry(9, &[ENTRY_FORMAT, 0xFF]).is_err());
-        // A format-2 entry cut before its caller is refused, not read as "no caller".
+        // An entry cut before its caller or its instance flag is refused,
+        // not read as "no caller" or "new instance".
         let bytes = encode_entry(&entry(None));
         assert!(decode_entry(9, &bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_entry(9, &bytes[..bytes.len() - 2]).is_err());
+        let mut flag_4 = bytes.clone();
+        *flag_4.last_mut().unwrap() = 4;
+        assert!(decode_entry(9, &flag_4).is_err());
+    }
+
+    #[test]
+    fn format_2_entries_are_read_as_calls_on_new_instances() {
+        let mut e = entry(Some(Caller::new("al", ["op"])));
+        let mut bytes = encode_entry(&e);
+        assert_eq!(bytes.pop(), Some(2), "the flags are the last byte");
+        bytes[0] = ENTRY_FORMAT_NO_INSTANCE;
+        e.new_instance = true;
+        e.failed_on_kept_instance = false;
+        assert_eq!(decode_entry(9, &bytes).unwrap(), e);
     }
 
     #[test]
     fn format_1_entries_are_read_without_a_caller() {
         // Format 1 is format 2 without the trailing caller: build one the
         // way the old encoder did.
-        let old = entry(None);
+        let mut old = entry(None);
+        old.new_instance = true;
+        old.failed_on_kept_instance = false;
         let mut bytes = vec![ENTRY_FORMAT_NO_CALLER];
         bincode::serde::encode_into_std_write(&old, &mut bytes, bincode::config::standard())
             .unwrap();
         assert_eq!(decode_entry(9, &bytes).unwrap(), old);
         // A caller's bytes are exactly the documented layout.
         let with = encode_entry(&entry(Some(Caller::new("al", ["op"]))));
-        assert_eq!(&with[bytes.len()..], &[1, 2, b'a', b'l', 1, 2, b'o', b'p']);
+        assert_eq!(
+            &with[bytes.len()..],
+            &[1, 2, b'a', b'l', 1, 2, b'o', b'p', 2]
+        );
         assert_eq!(&with[1..bytes.len()], &bytes[1..]);
     }
 }

@@ -32,9 +32,13 @@ pub enum Command {
     RemoveRaw { table: String, key: Vec<u8> },
     /// Counts in a global (linear memory, not a table) — exactly what the
     /// SDK's rules forbid — stores the count under `key` and returns it.
-    /// Under the host's default instance policy every call starts from the
-    /// component's initial memory image, so this always answers 1.
+    /// Under the host's default instance policy each batch starts from the
+    /// component's initial memory image, so this answers 1 for a batch's
+    /// first command and counts on within the batch.
     BumpGlobal { key: String },
+    /// Counts in the same global as [`Command::BumpGlobal`], then refuses:
+    /// the count stays in memory, the row write is undone.
+    BumpThenError { key: String },
     /// Answers the caller the host gave this command (`null` for none) and
     /// stores its principal (`-` for none) under `key`, so that the state
     /// depends on the caller too.
@@ -152,6 +156,14 @@ impl Plugin for Misbehave {
                 let n = GLOBAL_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 ROWS.put(&key, &n.to_string());
                 return Ok(Reply::Count(n));
+            }
+            Command::BumpThenError { key } => {
+                let n = GLOBAL_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                ROWS.put(&key, &n.to_string());
+                return Err(Error::new(
+                    "deliberate",
+                    format!("counted {n}, then failed"),
+                ));
             }
             Command::Whoami { key } => {
                 let caller = keel_guest::caller();
