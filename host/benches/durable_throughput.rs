@@ -16,6 +16,10 @@
 //! ids (KEEL_BENCH_UPDATE_COMMANDS, default 100 000) on both hosts: on the
 //! small one most of them read an evicted row through from redb.
 //!
+//! The first phase also prints its rate by tenth of the run, so that a run
+//! of millions of commands (KEEL_BENCH_COMMANDS) shows whether the rate
+//! holds as the state grows.
+//!
 //! `cargo bench -p keel-host --bench durable_throughput`
 //! (commands: KEEL_BENCH_COMMANDS, in flight: KEEL_BENCH_IN_FLIGHT;
 //! KEEL_BENCH_RANDOM_KEYS=1 spreads the ids over the key space instead of
@@ -72,9 +76,31 @@ fn pipelined(
     bodies: &[Vec<u8>],
     in_flight: usize,
 ) -> (std::time::Duration, Vec<u64>) {
+    let (elapsed, latencies, _) = pipelined_by_tenths(host, bodies, in_flight);
+    (elapsed, latencies)
+}
+
+/// [`pipelined`], also returning the commands/s of each tenth of the run
+/// (acknowledgements in order), to show whether the rate holds as the
+/// state grows.
+fn pipelined_by_tenths(
+    host: &keel_host::Host,
+    bodies: &[Vec<u8>],
+    in_flight: usize,
+) -> (std::time::Duration, Vec<u64>, Vec<f64>) {
     let mut latencies = Vec::with_capacity(bodies.len());
     let mut pending = VecDeque::with_capacity(in_flight);
+    let tenth = (bodies.len() / 10).max(1);
+    let mut tenths = Vec::new();
     let start = Instant::now();
+    let mut last_tenth = start;
+    let mut acked = |sent: Instant, latencies: &mut Vec<u64>| {
+        latencies.push(sent.elapsed().as_nanos() as u64);
+        if latencies.len() % tenth == 0 {
+            tenths.push(tenth as f64 / last_tenth.elapsed().as_secs_f64());
+            last_tenth = Instant::now();
+        }
+    };
     for body in bodies {
         pending.push_back((
             Instant::now(),
@@ -83,14 +109,14 @@ fn pipelined(
         if pending.len() >= in_flight {
             let (sent, rx) = pending.pop_front().unwrap();
             rx.blocking_recv().unwrap().unwrap();
-            latencies.push(sent.elapsed().as_nanos() as u64);
+            acked(sent, &mut latencies);
         }
     }
     for (sent, rx) in pending {
         rx.blocking_recv().unwrap().unwrap();
-        latencies.push(sent.elapsed().as_nanos() as u64);
+        acked(sent, &mut latencies);
     }
-    (start.elapsed(), latencies)
+    (start.elapsed(), latencies, tenths)
 }
 
 fn main() {
@@ -106,7 +132,8 @@ fn main() {
     t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
         .unwrap();
     let host = t.host();
-    let (keel_elapsed, latencies) = pipelined(host, &bodies(0, commands, random), in_flight);
+    let (keel_elapsed, latencies, tenths) =
+        pipelined_by_tenths(host, &bodies(0, commands, random), in_flight);
     let keel_rate = per_second(commands, keel_elapsed);
     let keel = Latencies::new(latencies);
     let checkpoints = host.db().checkpoints();
@@ -214,6 +241,14 @@ fn main() {
     println!(
         "keel: {checkpoints} checkpoints (durable redb commits) during the run, {:.1} s",
         keel_elapsed.as_secs_f64()
+    );
+    println!(
+        "keel: commands/s by tenth of the run (state growing): {}",
+        tenths
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "ratio keel / per-command commit: {:.1}x (goal >= 100x)",
