@@ -138,6 +138,12 @@ fn the_reuse_policy_keeps_memory_between_batches_and_replay_still_reproduces_it(
     t.call("misbehave", json!({"bump_then_error": {"key": "e"}}))
         .unwrap_err();
     assert_eq!(bump(&t, "after-refusal"), json!(3));
+    // An instance whose memory grew past half its cap (64 MiB) is replaced
+    // before its next call, so a leak never makes a later call run out.
+    t.call("misbehave", json!({"leak": {"mib": 24}})).unwrap();
+    assert_eq!(bump(&t, "after-small-leak"), json!(4));
+    t.call("misbehave", json!({"leak": {"mib": 24}})).unwrap();
+    assert_eq!(bump(&t, "after-large-leak"), json!(1));
     let verdict = &t.verify_replay()[0];
     assert!(verdict.ok(), "{verdict:?}");
 }

@@ -126,7 +126,9 @@ impl Default for DeployConfig {
 /// on a new instance, and replay follows that record, so replay reproduces
 /// every response of any component — also one that keeps state in linear
 /// memory (see `tests/fresh_instances.rs`). Queries always run on a new
-/// instance each (except under `reuse`).
+/// instance each (except under `reuse`). Under every policy an instance
+/// whose memory grew past half its cap is replaced before its next call,
+/// so that what earlier calls left never makes a later one run out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstancePolicy {

@@ -38,6 +38,8 @@ pub struct ScanCursor {
 pub struct MemoryCap {
     pub(crate) max_bytes: usize,
     pub(crate) hit: bool,
+    /// The largest size a memory of the current instance has been granted.
+    pub(crate) largest: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
@@ -51,6 +53,7 @@ impl wasmtime::ResourceLimiter for MemoryCap {
             self.hit = true;
             return Ok(false);
         }
+        self.largest = self.largest.max(desired);
         Ok(true)
     }
 
@@ -105,6 +108,7 @@ impl HostState {
             memory: MemoryCap {
                 max_bytes: limits.memory_bytes_max,
                 hit: false,
+                largest: 0,
             },
             limits,
             resources: ResourceTable::new(),
@@ -131,6 +135,7 @@ impl HostState {
         self.resources = ResourceTable::new();
         self.cursors_open = 0;
         self.memory.hit = false;
+        self.memory.largest = 0;
         self.fault = None;
     }
 

@@ -186,7 +186,7 @@ impl PluginInstance {
     }
 
     fn prepare(&mut self) -> Result<(), CallError> {
-        if self.used && (self.renew || self.policy == InstancePolicy::Fresh) {
+        if self.used && (self.renew || self.policy == InstancePolicy::Fresh || self.grown()) {
             self.replace_instance();
         }
         self.renew = false;
@@ -211,6 +211,15 @@ impl PluginInstance {
             }
         }
         Ok(())
+    }
+
+    /// Whether the instance's memory has grown past half its cap: it is
+    /// then replaced before its next call, so that what earlier calls left
+    /// in memory never makes a later call run out of it. (The journal
+    /// records the new instance, so replay follows.)
+    fn grown(&mut self) -> bool {
+        let cap = self.limits.memory_bytes_max;
+        self.store().data().memory.largest > cap / 2
     }
 
     /// Drops the current instance and its store; the next call instantiates

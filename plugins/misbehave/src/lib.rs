@@ -22,6 +22,9 @@ pub enum Command {
     WriteThenAlloc { key: String },
     /// Writes, then recurses without bound (stack overflow).
     WriteThenRecurse { key: String },
+    /// Allocates `mib` MiB and never frees them (a leak: the memory stays
+    /// with the instance).
+    Leak { mib: u32 },
     /// Writes a raw value to any table name it is given.
     PutRaw {
         table: String,
@@ -135,6 +138,9 @@ impl Plugin for Misbehave {
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
+            }
+            Command::Leak { mib } => {
+                std::mem::forget(std::hint::black_box(vec![1u8; (mib as usize) << 20]));
             }
             Command::WriteThenAlloc { key } => {
                 ROWS.put(&key, &"written".to_owned());
