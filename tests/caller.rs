@@ -202,6 +202,8 @@ fn keel_journal_shows_the_caller() {
     assert_eq!(lines[0]["kind"], "init");
     assert_eq!(lines[0]["caller"], Value::Null);
     assert_eq!(lines[1]["caller"], caller_json(&ops()));
+    // The command ran as its batch's first: on a new instance.
+    assert_eq!(lines[1]["new_instance"], true);
 }
 
 /// Over real HTTP: two principals' tokens reach the plugin as two callers

@@ -600,6 +600,7 @@ fn journal(data_dir: PathBuf, plugin: &str, from: u64, limit: u64) -> anyhow::Re
                 "payload": payload,
                 "caller": entry.caller.as_deref(),
                 "outcome": outcome,
+                "new_instance": entry.new_instance,
             })
         );
     }
