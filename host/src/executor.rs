@@ -227,16 +227,14 @@ impl Executor {
             let mut entries = Vec::with_capacity(calls.len());
             let mut first_live = true;
             for scheduled in calls {
-                match scheduled.new_instance {
-                    // Replay: exactly where the journaled call got a new one.
-                    Some(true) => instance.renew(),
-                    Some(false) => {}
-                    // Live: each batch starts on a new instance.
-                    None if first_live && renews_per_batch => instance.renew(),
-                    None => {}
-                }
-                if scheduled.new_instance.is_none() {
-                    first_live = false;
+                // Replay: exactly where the journaled call got a new
+                // instance. Live: each batch starts on a new one.
+                let renew = match scheduled.new_instance {
+                    Some(recorded) => recorded,
+                    None => std::mem::take(&mut first_live) && renews_per_batch,
+                };
+                if renew {
+                    instance.renew();
                 }
                 let (sequence, timestamp_ms) = scheduled.forced.unwrap_or_else(|| {
                     (
@@ -601,9 +599,8 @@ fn install_rows(mut batch: Batch, plugin_id: u32, restored: &Restored) -> Result
 
 /// Runs one command on `instance` (whose storage is the batch): its writes
 /// are kept when it succeeds and undone when it fails. A storage fault
-/// ends the batch.
-/// Runs one command: its outcome, and whether the plugin refused it (a
-/// failure that keeps the instance, unlike a trap).
+/// ends the batch. Returns its outcome and whether the plugin refused it
+/// (a failure that keeps the instance, unlike a trap).
 fn run_command(
     instance: &mut PluginInstance,
     bytes: &[u8],

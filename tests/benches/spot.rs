@@ -354,7 +354,8 @@ fn main() {
         match instances.as_str() {
             "fresh" => c.runtime.fresh_instances = vec!["spot".into()],
             "reuse" => c.runtime.reuse_instances = vec!["spot".into()],
-            _ => {}
+            "batch" => {}
+            other => panic!("KEEL_BENCH_INSTANCES={other:?}: batch, fresh or reuse"),
         }
     });
     // KEEL_SPOT_COMPONENT: another build of the component (e.g. for profiling).

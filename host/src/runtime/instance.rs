@@ -7,9 +7,10 @@
 //! or on the instance of the call before, with whatever that call left in
 //! linear memory. Which one is the [`InstancePolicy`]'s choice plus the
 //! caller's [`PluginInstance::renew`] (the executor renews at the start of
-//! each batch, after a failed call, and wherever a replayed entry says its
-//! call ran on a new instance); [`PluginInstance::ran_on_new_instance`]
-//! tells the journal which it was. A trapped instance is never reused.
+//! each batch and wherever a replayed entry says its call ran on a new
+//! instance); [`PluginInstance::ran_on_new_instance`] tells the journal
+//! which it was. A trapped instance is never reused, and one whose memory
+//! grew past half its cap is replaced before its next call.
 
 use std::sync::Arc;
 
