@@ -20,17 +20,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::journal::{JournalEntry, encode_entry};
-use super::keys::state_key;
 use super::memtable::{PluginState, Resident, TOUCHED_MAX};
 use super::read::{ScanChunk, ScanState, scan_chunk_in};
+use super::row_bytes::RowBytes;
 use super::wal::Redo;
 use super::{Db, PluginRecord, StorageError, encode};
 use crate::state_hash::StateHash;
 
 /// One undo record: the full state key and the value before the write.
 struct Undo {
-    full_key: Bytes,
-    before: Option<Bytes>,
+    full_key: RowBytes,
+    before: Option<RowBytes>,
 }
 
 /// One plugin's group commit, with per-command rollback.
@@ -146,7 +146,7 @@ impl Batch {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
         let resident = self.resident.as_mut().expect("lent until commit");
-        let full_key = state_key(plugin_id, table, key);
+        let full_key = full_state_key(plugin_id, table, key);
         if resident.rows.is_complete() {
             return Ok(resident
                 .rows
@@ -156,7 +156,7 @@ impl Batch {
         }
         let value = resident.rows.get_and_keep(&full_key)?;
         if value.is_some() && resident.touched.len() < TOUCHED_MAX {
-            resident.touched.push(Bytes::from(full_key));
+            resident.touched.push(full_key);
         }
         Ok(value.map(|v| v.to_vec()))
     }
@@ -170,13 +170,13 @@ impl Batch {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
-        let full_key = Bytes::from(state_key(plugin_id, table, key));
+        let full_key = full_state_key(plugin_id, table, key);
         let bytes = full_key.len() + value.map_or(0, <[u8]>::len);
         let resident = self.resident.as_mut().expect("lent until commit");
         let old = match value {
             Some(v) => resident
                 .rows
-                .insert(full_key.clone(), Bytes::copy_from_slice(v))?,
+                .insert(full_key.clone(), RowBytes::copy_from_slice(v))?,
             None => resident.rows.remove(full_key.as_ref(), resident.epoch)?,
         };
         resident.written.push(full_key.clone());
@@ -241,7 +241,7 @@ impl Batch {
         let current = self.resident().rows.clone();
         let prefix = plugin_id.to_be_bytes();
         let end = super::keys::plugin_end(plugin_id);
-        let mut present: Vec<Bytes> = Vec::new();
+        let mut present: Vec<RowBytes> = Vec::new();
         current.for_each_in(
             (
                 Bound::Included(prefix.as_slice()),
@@ -391,6 +391,12 @@ impl Drop for Batch {
         // so that readers and the checkpointer are not left waiting.
         self.give_back_undone();
     }
+}
+
+/// The full state key of (`plugin_id`, `table`, `key`) (see
+/// [`super::keys`]), built in place when it is short.
+fn full_state_key(plugin_id: u32, table: &str, key: &[u8]) -> RowBytes {
+    RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[0], key])
 }
 
 /// Bounds for a scan over plugin keys `start <= k < end`.

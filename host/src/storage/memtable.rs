@@ -30,6 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::read::{Base, ReadView};
+use super::row_bytes::RowBytes;
 use super::rows::RowSet;
 use super::{StorageError, keys::plugin_end};
 
@@ -44,11 +45,11 @@ pub(crate) struct Resident {
     pub(crate) epoch: u64,
     /// Resident keys read since the last eviction (kept only while rows
     /// are cold): eviction spares them.
-    pub(crate) touched: Vec<Bytes>,
+    pub(crate) touched: Vec<RowBytes>,
     /// Keys written since the last checkpoint took them (duplicates and
     /// keys whose write was undone are harmless: the checkpoint writes the
     /// current value).
-    pub(crate) written: Vec<Bytes>,
+    pub(crate) written: Vec<RowBytes>,
     /// Journal entries not yet in redb.
     pub(crate) journal: Journal,
     /// The plugin record (bincode), if changed since redb got it.
@@ -64,7 +65,7 @@ pub(crate) struct Pinned {
     pub(crate) rows: RowSet,
     /// The checkpoint's number (see [`Resident::epoch`]).
     pub(crate) epoch: u64,
-    pub(crate) keys: Vec<Bytes>,
+    pub(crate) keys: Vec<RowBytes>,
     pub(crate) journal: Journal,
     pub(crate) record: Option<Bytes>,
     /// Durable once this log record is.
@@ -82,7 +83,7 @@ struct Inner {
     /// `None` while a batch holds it.
     resident: Option<Resident>,
     /// Where the next eviction sweep starts (a full state key).
-    evict_cursor: Bytes,
+    evict_cursor: RowBytes,
 }
 
 /// Resident keys read that are remembered for the next eviction, at most.
@@ -110,7 +111,7 @@ impl PluginState {
                     record: None,
                     last_record: 0,
                 }),
-                evict_cursor: Bytes::new(),
+                evict_cursor: RowBytes::EMPTY,
             }),
             returned: Condvar::new(),
         })
@@ -212,7 +213,7 @@ impl PluginState {
             .chain(pinned.keys.iter())
             .map(|k| k.as_ref())
             .collect();
-        let mut victims: Vec<(Bytes, Bytes)> = Vec::new();
+        let mut victims: Vec<(RowBytes, RowBytes)> = Vec::new();
         let mut freed = 0u64;
         for spare_recent in [true, false] {
             let hot = pinned.rows.hot();

@@ -22,6 +22,7 @@ pub mod journal;
 mod keys;
 mod memtable;
 pub mod read;
+mod row_bytes;
 mod rows;
 pub mod wal;
 

@@ -12,6 +12,7 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 use super::journal::{JournalEntry, decode_entry};
 use super::keys::{plugin_end, split_state_key, state_key, table_end, table_prefix};
 use super::memtable::Journal;
+use super::row_bytes::RowBytes;
 use super::rows::{RowSet, Rows, row_bytes};
 use super::{JOURNAL, PLUGINS, PluginRecord, STATE, StorageError, decode, redb_err};
 use crate::limits::SCAN_CHUNK_BYTES_MAX;
@@ -161,20 +162,20 @@ impl Base {
             }
             bytes += size;
             rows.insert(
-                Bytes::copy_from_slice(k.value()),
-                Bytes::copy_from_slice(v.value()),
+                RowBytes::copy_from_slice(k.value()),
+                RowBytes::copy_from_slice(v.value()),
             );
         }
         Ok((rows, bytes, count, complete))
     }
 
     /// One state row as the last checkpoint left it.
-    pub(crate) fn state_get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+    pub(crate) fn state_get(&self, key: &[u8]) -> Result<Option<RowBytes>, StorageError> {
         Ok(self
             .state
             .get(key)
             .map_err(redb_err("read state"))?
-            .map(|v| Bytes::copy_from_slice(v.value())))
+            .map(|v| RowBytes::copy_from_slice(v.value())))
     }
 
     /// The state rows in `bounds` (full keys) as the last checkpoint left
@@ -182,8 +183,10 @@ impl Base {
     pub(crate) fn state_range(
         &self,
         bounds: (Bound<&[u8]>, Bound<&[u8]>),
-    ) -> Result<impl DoubleEndedIterator<Item = Result<(Bytes, Bytes), StorageError>>, StorageError>
-    {
+    ) -> Result<
+        impl DoubleEndedIterator<Item = Result<(RowBytes, RowBytes), StorageError>>,
+        StorageError,
+    > {
         let range = self
             .state
             .range::<&[u8]>(bounds)
@@ -191,8 +194,8 @@ impl Base {
         Ok(range.map(|row| {
             let (k, v) = row.map_err(redb_err("scan state"))?;
             Ok((
-                Bytes::copy_from_slice(k.value()),
-                Bytes::copy_from_slice(v.value()),
+                RowBytes::copy_from_slice(k.value()),
+                RowBytes::copy_from_slice(v.value()),
             ))
         }))
     }

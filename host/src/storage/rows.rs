@@ -20,17 +20,17 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use super::row_bytes::RowBytes;
 
 use super::StorageError;
 use super::read::Base;
 
-/// The resident rows: full state key → value. Keys are `Bytes` so that
+/// The resident rows: full state key → value. Keys are `RowBytes` so that
 /// the node copies after a snapshot clone them by reference count.
-pub(crate) type Rows = imbl::OrdMap<Bytes, Bytes>;
+pub(crate) type Rows = imbl::OrdMap<RowBytes, RowBytes>;
 
-/// Bytes a resident row is counted for beyond its key and value: the map
-/// node's share and two `Bytes` headers (an estimate, for the budget).
+/// RowBytes a resident row is counted for beyond its key and value: the map
+/// node's share and two `RowBytes` headers (an estimate, for the budget).
 pub(crate) const ROW_OVERHEAD_BYTES: u64 = 80;
 
 /// What a row costs the resident budget.
@@ -45,7 +45,7 @@ pub(crate) struct RowSet {
     hot: Rows,
     /// Keys removed since the checkpoint of the epoch given (while the set
     /// is not complete): they read as absent whatever `base` holds.
-    removed: imbl::OrdMap<Bytes, u64>,
+    removed: imbl::OrdMap<RowBytes, u64>,
     /// Every row is hot: `base` is never read for rows.
     complete: bool,
     /// The redb snapshot cold rows are read from (and the journal and
@@ -98,7 +98,7 @@ impl RowSet {
         self.count
     }
 
-    /// Bytes the resident rows count for.
+    /// RowBytes the resident rows count for.
     pub(crate) fn hot_bytes(&self) -> u64 {
         self.hot_bytes
     }
@@ -110,7 +110,7 @@ impl RowSet {
     }
 
     /// The value of `key`, and whether it had to be read from redb.
-    pub(crate) fn get(&self, key: &[u8]) -> Result<(Option<Bytes>, bool), StorageError> {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<(Option<RowBytes>, bool), StorageError> {
         if let Some(v) = self.hot.get(key) {
             return Ok((Some(v.clone()), false));
         }
@@ -121,11 +121,11 @@ impl RowSet {
     }
 
     /// [`RowSet::get`], keeping a value read from redb resident.
-    pub(crate) fn get_and_keep(&mut self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+    pub(crate) fn get_and_keep(&mut self, key: &[u8]) -> Result<Option<RowBytes>, StorageError> {
         let (value, cold) = self.get(key)?;
         if cold && let Some(v) = &value {
             self.hot_bytes += row_bytes(key, v);
-            self.hot.insert(Bytes::copy_from_slice(key), v.clone());
+            self.hot.insert(RowBytes::copy_from_slice(key), v.clone());
         }
         Ok(value)
     }
@@ -133,9 +133,9 @@ impl RowSet {
     /// Writes `key`; returns the value it replaced.
     pub(crate) fn insert(
         &mut self,
-        key: Bytes,
-        value: Bytes,
-    ) -> Result<Option<Bytes>, StorageError> {
+        key: RowBytes,
+        value: RowBytes,
+    ) -> Result<Option<RowBytes>, StorageError> {
         self.hot_bytes += row_bytes(&key, &value);
         let old = match self.hot.insert(key.clone(), value) {
             Some(old) => {
@@ -156,7 +156,11 @@ impl RowSet {
 
     /// Removes `key` (in `epoch`: the number of the checkpoint that will
     /// write the removal); returns the value it had.
-    pub(crate) fn remove(&mut self, key: &[u8], epoch: u64) -> Result<Option<Bytes>, StorageError> {
+    pub(crate) fn remove(
+        &mut self,
+        key: &[u8],
+        epoch: u64,
+    ) -> Result<Option<RowBytes>, StorageError> {
         let old = match self.hot.remove(key) {
             Some(old) => {
                 self.hot_bytes -= row_bytes(key, &old);
@@ -166,7 +170,7 @@ impl RowSet {
             None => self.base.state_get(key)?,
         };
         if !self.complete {
-            self.removed.insert(Bytes::copy_from_slice(key), epoch);
+            self.removed.insert(RowBytes::copy_from_slice(key), epoch);
         }
         if old.is_some() {
             self.count -= 1;
@@ -176,7 +180,7 @@ impl RowSet {
 
     /// Puts back a value a write of this batch replaced (the key is hot or
     /// marked removed, so redb is not read).
-    pub(crate) fn restore(&mut self, key: Bytes, before: Option<Bytes>, epoch: u64) {
+    pub(crate) fn restore(&mut self, key: RowBytes, before: Option<RowBytes>, epoch: u64) {
         let now_present = self.hot.contains_key(key.as_ref());
         match before {
             Some(v) => {
@@ -208,7 +212,7 @@ impl RowSet {
         if self.removed.is_empty() {
             return;
         }
-        let done: Vec<Bytes> = self
+        let done: Vec<RowBytes> = self
             .removed
             .iter()
             .filter(|(_, e)| **e <= epoch)
@@ -222,7 +226,7 @@ impl RowSet {
     /// Leaves "complete": from now on rows may be cold. `dirty` are the
     /// keys written since the last checkpoint: those absent now are
     /// marked removed (with `epoch`), since `base` may still hold them.
-    fn make_incomplete<'a>(&mut self, dirty: impl Iterator<Item = &'a Bytes>, epoch: u64) {
+    fn make_incomplete<'a>(&mut self, dirty: impl Iterator<Item = &'a RowBytes>, epoch: u64) {
         if !self.complete {
             return;
         }
@@ -241,7 +245,7 @@ impl RowSet {
         &mut self,
         key: &[u8],
         clean: &[u8],
-        dirty: impl Iterator<Item = &'a Bytes>,
+        dirty: impl Iterator<Item = &'a RowBytes>,
         epoch: u64,
     ) -> bool {
         match self.hot.get(key) {
@@ -262,7 +266,7 @@ impl RowSet {
         &self,
         bounds: (Bound<&[u8]>, Bound<&[u8]>),
         forward: bool,
-        mut f: impl FnMut(&Bytes, &Bytes) -> bool,
+        mut f: impl FnMut(&RowBytes, &RowBytes) -> bool,
     ) -> Result<(), StorageError> {
         let hot = self.hot.range::<_, [u8]>(bounds);
         if self.complete {
@@ -294,11 +298,11 @@ impl RowSet {
 /// order; `first(a, b)`: `a` comes before `b`): a cold row is skipped when
 /// its key is resident or marked removed.
 fn merge<'h>(
-    hot: impl Iterator<Item = (&'h Bytes, &'h Bytes)>,
-    cold: impl Iterator<Item = Result<(Bytes, Bytes), StorageError>>,
+    hot: impl Iterator<Item = (&'h RowBytes, &'h RowBytes)>,
+    cold: impl Iterator<Item = Result<(RowBytes, RowBytes), StorageError>>,
     first: impl Fn(&[u8], &[u8]) -> bool,
     set: &RowSet,
-    mut f: impl FnMut(&Bytes, &Bytes) -> bool,
+    mut f: impl FnMut(&RowBytes, &RowBytes) -> bool,
 ) -> Result<(), StorageError> {
     let mut hot = hot.peekable();
     let mut cold = cold.filter(|row| match row {
