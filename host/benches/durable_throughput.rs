@@ -23,7 +23,9 @@
 //! `cargo bench -p keel-host --bench durable_throughput`
 //! (commands: KEEL_BENCH_COMMANDS, in flight: KEEL_BENCH_IN_FLIGHT;
 //! KEEL_BENCH_RANDOM_KEYS=1 spreads the ids over the key space instead of
-//! appending, so that state growth is measured on random keys).
+//! appending, so that state growth is measured on random keys;
+//! KEEL_BENCH_READ_CACHE_MIB sets `[checkpoint] read_cache_bytes` for the
+//! first phase).
 
 #[path = "stats.rs"]
 mod stats;
@@ -128,7 +130,12 @@ fn main() {
     let update_commands = env_usize("KEEL_BENCH_UPDATE_COMMANDS", 100_000);
 
     // Keel: pipelined clients, group commit, immediate durability.
-    let t = TestHost::new();
+    let read_cache_mib = env_usize("KEEL_BENCH_READ_CACHE_MIB", 0);
+    let t = TestHost::with_config(|c| {
+        if read_cache_mib > 0 {
+            c.checkpoint.read_cache_bytes = (read_cache_mib as u64) << 20;
+        }
+    });
     t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
         .unwrap();
     let host = t.host();

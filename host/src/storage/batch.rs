@@ -39,8 +39,10 @@ pub struct Batch {
     state: Arc<PluginState>,
     /// The plugin's resident state, lent by `state` until commit or abort.
     resident: Option<Resident>,
-    /// `resident.written`'s length at the batch's start.
+    /// `resident.written`'s length at the batch's start and at the
+    /// current command's start (an undone command's writes are cut off).
     written_at_start: usize,
+    written_at_command_start: usize,
     /// Every write of the batch, oldest first; the current command's start
     /// at `command_start`.
     undo: Vec<Undo>,
@@ -64,6 +66,7 @@ impl Batch {
             db,
             state,
             written_at_start: resident.written.len(),
+            written_at_command_start: resident.written.len(),
             resident: Some(resident),
             undo: Vec::new(),
             command_start: 0,
@@ -86,6 +89,7 @@ impl Batch {
 
     fn mark_command_start(&mut self) {
         self.command_start = self.undo.len();
+        self.written_at_command_start = self.resident().written.len();
         self.hash_at_command_start = self.hash;
         if let Some(redo) = &self.redo {
             self.redo_at_command_start = redo.mark();
@@ -126,6 +130,8 @@ impl Batch {
     /// Undoes every write of the current command.
     pub fn undo_command(&mut self) -> Result<(), StorageError> {
         self.undo_to(self.command_start);
+        let mark = self.written_at_command_start;
+        self.resident().written.truncate(mark);
         self.hash = self.hash_at_command_start;
         if let Some(redo) = &mut self.redo {
             redo.truncate(self.redo_at_command_start);
@@ -173,13 +179,12 @@ impl Batch {
         let full_key = full_state_key(plugin_id, table, key);
         let bytes = full_key.len() + value.map_or(0, <[u8]>::len);
         let resident = self.resident.as_mut().expect("lent until commit");
-        let old = match value {
-            Some(v) => resident
-                .rows
-                .insert(full_key.clone(), RowBytes::copy_from_slice(v))?,
+        let new_value = value.map(RowBytes::copy_from_slice);
+        let old = match &new_value {
+            Some(v) => resident.rows.insert(full_key.clone(), v.clone())?,
             None => resident.rows.remove(full_key.as_ref(), resident.epoch)?,
         };
-        resident.written.push(full_key.clone());
+        resident.written.push((full_key.clone(), new_value));
         if let Some(old) = &old {
             self.hash.remove(table, key, old);
         }

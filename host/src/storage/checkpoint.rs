@@ -5,12 +5,13 @@
 //! 1. cuts the log: `R` is the last record appended so far, and later
 //!    records go to a new segment;
 //! 2. pins every plugin (each waits at most until its batch in progress
-//!    ends): an O(1) snapshot of its rows, the keys written since the last
-//!    checkpoint, its journal entries and record not yet in redb; every
-//!    record up to `R` is in a pin, since a batch gives its state back only
-//!    after its record is appended;
-//! 3. writes each written key's value from the snapshot (or removes it) —
-//!    once, in key order, however often it was written — with the journal
+//!    ends): the writes since the last checkpoint (each key with the value
+//!    it was given), its journal entries and record not yet in redb (and,
+//!    only for a plugin over its resident budget, an O(1) snapshot of its
+//!    rows for eviction); every record up to `R` is in a pin, since a
+//!    batch gives its state back only after its record is appended;
+//! 3. writes each written key's last value (or removes it) — once, in
+//!    key order, however often it was written — with the journal
 //!    entries, plugin records and `meta.wal_applied = R`, in one durable
 //!    redb commit, on this thread, while every plugin keeps executing;
 //! 4. forgets the journal entries it wrote, moves each plugin's redb
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 
-use super::memtable::Pinned;
+use super::memtable::{Pinned, Write};
 use super::read::Base;
 use super::wal::{APPLIED_KEY, CheckpointPolicy};
 use super::{DbInner, JOURNAL, META, PLUGINS, PluginRecord, STATE, StorageError, decode, redb_err};
@@ -219,7 +220,8 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
     };
     // 2. Pin.
     let states = db.all_states();
-    let pinned: Vec<Pinned> = states.iter().map(|p| p.pin()).collect();
+    let budget = db.schedule.policy.resident_bytes_max;
+    let pinned: Vec<Pinned> = states.iter().map(|p| p.pin(budget)).collect();
     // 3. Write — only what is durable in the log (a pin may hold batches
     // logged after the cut whose fsync is still running).
     let last_record = pinned.iter().map(|p| p.last_record).max().unwrap_or(0);
@@ -247,7 +249,7 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
     // 5. Make room: evict clean rows of plugins over their budget.
     let mut evicted = 0;
     for (state, pin) in states.iter().zip(&pinned) {
-        evicted += state.evict(pin, db.schedule.policy.resident_bytes_max);
+        evicted += state.evict(pin, budget);
     }
     if let Some(wal) = &db.wal {
         wal.lock()
@@ -263,6 +265,25 @@ pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Each key of `writes` (oldest first) once, in key order, with the value
+/// of its last write (`None`: removed).
+fn last_write_per_key(writes: &[Write]) -> Vec<(&[u8], Option<&[u8]>)> {
+    let mut order: Vec<(&[u8], Option<&[u8]>)> = writes
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_deref()))
+        .collect();
+    // Stable: a key's writes stay oldest first.
+    order.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(order.len());
+    for write in order {
+        match out.last_mut() {
+            Some(last) if last.0 == write.0 => *last = write,
+            _ => out.push(write),
+        }
+    }
+    out
+}
+
 fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(), StorageError> {
     let txn = db.begin_write().map_err(redb_err("begin checkpoint"))?;
     {
@@ -271,24 +292,15 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
         let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
         let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
         for pin in pinned {
-            // Each key once, its value now, in key order.
-            let mut keys: Vec<&[u8]> = pin.keys.iter().map(|k| k.as_ref()).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            for k in keys {
-                // Every key written is resident or marked removed; one
-                // absent from both was evicted because its value is the
-                // one redb holds (written back unchanged).
-                match pin.rows.hot().get(k) {
+            // Each key once, with its last write, in key order.
+            for (k, v) in last_write_per_key(&pin.writes) {
+                match v {
                     Some(v) => {
-                        state
-                            .insert(k, v.as_ref())
-                            .map_err(redb_err("checkpoint put"))?;
+                        state.insert(k, v).map_err(redb_err("checkpoint put"))?;
                     }
-                    None if pin.rows.is_complete() || pin.rows.is_marked_removed(k) => {
+                    None => {
                         state.remove(k).map_err(redb_err("checkpoint remove"))?;
                     }
-                    None => {}
                 }
             }
             // Entries already moved to the archive never come back.

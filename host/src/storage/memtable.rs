@@ -1,8 +1,8 @@
 //! One plugin's state in memory: every row of the plugin in an ordered
 //! persistent map (`imbl::OrdMap`: a B-tree whose clones share structure,
 //! so a snapshot costs O(1) and the next write copies only the nodes on
-//! its path), the keys written since the last checkpoint, and the journal
-//! entries and plugin record not yet in redb.
+//! its path), the writes (key and new value) since the last checkpoint,
+//! and the journal entries and plugin record not yet in redb.
 //!
 //! Who touches it, and how long they wait:
 //! - the plugin's batch takes the resident state at its start and returns
@@ -11,9 +11,12 @@
 //!   for scans to skip), with an undo log;
 //! - a reader (a query, a journal read) waits at most for the batch in
 //!   progress, then clones the map (O(1)) and reads without any lock;
-//! - the checkpointer does the same, takes the written keys, writes their
-//!   values from its snapshot to redb, and then forgets the journal
-//!   entries it wrote.
+//! - the checkpointer waits the same way, takes the writes since the last
+//!   checkpoint (each key with the value it was given), writes them to
+//!   redb, and then forgets the journal entries it wrote. It does not
+//!   snapshot the map — a snapshot would make the next write to every
+//!   node copy that node — unless the plugin is over its resident budget
+//!   and eviction needs one.
 //!
 //! - after a checkpoint, the checkpointer evicts clean rows while the
 //!   resident rows exceed the plugin's budget ([`PluginState::evict`]),
@@ -46,10 +49,11 @@ pub(crate) struct Resident {
     /// Resident keys read since the last eviction (kept only while rows
     /// are cold): eviction spares them.
     pub(crate) touched: Vec<RowBytes>,
-    /// Keys written since the last checkpoint took them (duplicates and
-    /// keys whose write was undone are harmless: the checkpoint writes the
-    /// current value).
-    pub(crate) written: Vec<RowBytes>,
+    /// Writes since the last checkpoint took them, oldest first: each
+    /// key with the value it was given (`None`: removed). A key's last
+    /// write is its value now: the writes of an undone command are cut
+    /// off ([`super::batch::Batch`] truncates this list with its undo log).
+    pub(crate) written: Vec<Write>,
     /// Journal entries not yet in redb.
     pub(crate) journal: Journal,
     /// The plugin record (bincode), if changed since redb got it.
@@ -62,15 +66,22 @@ pub(crate) struct Resident {
 /// What a checkpoint writes of one plugin.
 pub(crate) struct Pinned {
     pub(crate) plugin_id: u32,
-    pub(crate) rows: RowSet,
+    /// A snapshot of the rows, taken only when the plugin is over its
+    /// resident budget (eviction chooses from it).
+    pub(crate) rows: Option<RowSet>,
     /// The checkpoint's number (see [`Resident::epoch`]).
     pub(crate) epoch: u64,
-    pub(crate) keys: Vec<RowBytes>,
+    /// The writes since the last checkpoint (see [`Resident::written`]).
+    pub(crate) writes: Vec<Write>,
     pub(crate) journal: Journal,
     pub(crate) record: Option<Bytes>,
     /// Durable once this log record is.
     pub(crate) last_record: u64,
 }
+
+/// One write: a full state key and the value it was given (`None`:
+/// removed).
+pub(crate) type Write = (RowBytes, Option<RowBytes>);
 
 /// One plugin's resident state.
 pub(crate) struct PluginState {
@@ -153,19 +164,19 @@ impl PluginState {
         (view, r.last_record)
     }
 
-    /// Takes what a checkpoint must write: a snapshot of the rows, the
-    /// keys written since the last checkpoint, the journal entries and the
-    /// record not yet in redb.
-    pub(crate) fn pin(&self) -> Pinned {
+    /// Takes what a checkpoint must write: the writes since the last
+    /// checkpoint, the journal entries and the record not yet in redb;
+    /// and a snapshot of the rows if they exceed `budget` bytes.
+    pub(crate) fn pin(&self, budget: u64) -> Pinned {
         let mut inner = self.lock_idle();
         let r = inner.resident.as_mut().expect("idle");
         let epoch = r.epoch;
         r.epoch += 1;
         Pinned {
             plugin_id: self.id,
-            rows: r.rows.clone(),
+            rows: (r.rows.hot_bytes() > budget).then(|| r.rows.clone()),
             epoch,
-            keys: std::mem::take(&mut r.written),
+            writes: std::mem::take(&mut r.written),
             journal: r.journal.clone(),
             record: r.record.clone(),
             last_record: r.last_record,
@@ -191,6 +202,10 @@ impl PluginState {
     /// turns of [`EVICT_TURN_ROWS`], so a batch waits for one turn at
     /// most. Returns how many rows left.
     pub(crate) fn evict(&self, pinned: &Pinned, budget: u64) -> u64 {
+        let Some(pinned_rows) = &pinned.rows else {
+            // Within its budget when pinned: the next checkpoint looks again.
+            return 0;
+        };
         let (over, touched, cursor) = {
             let mut inner = self.lock_idle();
             let cursor = inner.evict_cursor.clone();
@@ -210,13 +225,13 @@ impl PluginState {
         // is not enough, take from it too (the budget is a bound).
         let recent: std::collections::HashSet<&[u8]> = touched
             .iter()
-            .chain(pinned.keys.iter())
             .map(|k| k.as_ref())
+            .chain(pinned.writes.iter().map(|(k, _)| k.as_ref()))
             .collect();
         let mut victims: Vec<(RowBytes, RowBytes)> = Vec::new();
         let mut freed = 0u64;
         for spare_recent in [true, false] {
-            let hot = pinned.rows.hot();
+            let hot = pinned_rows.hot();
             let after = hot.range::<_, [u8]>((
                 std::ops::Bound::Excluded(cursor.as_ref()),
                 std::ops::Bound::Unbounded,
@@ -245,7 +260,8 @@ impl PluginState {
             let r = inner.resident.as_mut().expect("idle");
             let epoch = r.epoch;
             for (k, clean) in turn {
-                if r.rows.evict_if_clean(k, clean, r.written.iter(), epoch) {
+                let dirty = r.written.iter().map(|(k, _)| k);
+                if r.rows.evict_if_clean(k, clean, dirty, epoch) {
                     evicted += 1;
                 }
             }
@@ -256,11 +272,13 @@ impl PluginState {
         evicted
     }
 
-    /// After a failed checkpoint: the keys it took are written next time.
+    /// After a failed checkpoint: the writes it took are written next
+    /// time (before the writes made since, which are newer).
     pub(crate) fn unpin(&self, pinned: Pinned) {
         let mut inner = self.lock_idle();
         let r = inner.resident.as_mut().expect("idle");
-        r.written.extend(pinned.keys);
+        let newer = std::mem::replace(&mut r.written, pinned.writes);
+        r.written.extend(newer);
     }
 }
 

@@ -77,8 +77,7 @@ impl RowSet {
         })
     }
 
-    /// The resident rows (for the checkpointer: every key written since
-    /// the last checkpoint is here or marked removed).
+    /// The resident rows.
     pub(crate) fn hot(&self) -> &Rows {
         &self.hot
     }
@@ -101,12 +100,6 @@ impl RowSet {
     /// RowBytes the resident rows count for.
     pub(crate) fn hot_bytes(&self) -> u64 {
         self.hot_bytes
-    }
-
-    /// Whether `key` was removed while rows were cold (the checkpoint that
-    /// writes the removal has not finished).
-    pub(crate) fn is_marked_removed(&self, key: &[u8]) -> bool {
-        self.removed.contains_key(key)
     }
 
     /// The value of `key`, and whether it had to be read from redb.
