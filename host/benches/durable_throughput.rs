@@ -25,7 +25,8 @@
 //! KEEL_BENCH_RANDOM_KEYS=1 spreads the ids over the key space instead of
 //! appending, so that state growth is measured on random keys;
 //! KEEL_BENCH_READ_CACHE_MIB sets `[checkpoint] read_cache_bytes` for the
-//! first phase).
+//! first phase, KEEL_BENCH_SNAPSHOTS=off turns its scheduled snapshots
+//! off).
 
 #[path = "stats.rs"]
 mod stats;
@@ -131,16 +132,25 @@ fn main() {
 
     // Keel: pipelined clients, group commit, immediate durability.
     let read_cache_mib = env_usize("KEEL_BENCH_READ_CACHE_MIB", 0);
+    let snapshots_off = std::env::var("KEEL_BENCH_SNAPSHOTS").is_ok_and(|v| v == "off");
     let t = TestHost::with_config(|c| {
         if read_cache_mib > 0 {
             c.checkpoint.read_cache_bytes = (read_cache_mib as u64) << 20;
+        }
+        if snapshots_off {
+            c.snapshots = keel_host::snapshot::SnapshotPolicy::OFF;
         }
     });
     t.deploy(&std::fs::read(keel_plugins::BENCH).unwrap(), None)
         .unwrap();
     let host = t.host();
+    let threads_before = keel_host::testkit::thread_cpu_seconds();
     let (keel_elapsed, latencies, tenths) =
         pipelined_by_tenths(host, &bodies(0, commands, random), in_flight);
+    let threads = keel_host::testkit::thread_cpu_report(
+        &threads_before,
+        &keel_host::testkit::thread_cpu_seconds(),
+    );
     let keel_rate = per_second(commands, keel_elapsed);
     let keel = Latencies::new(latencies);
     let checkpoints = host.db().checkpoints();
@@ -257,6 +267,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!("keel: CPU by thread during the run: {threads}");
     println!(
         "ratio keel / per-command commit: {:.1}x (goal >= 100x)",
         keel_rate / base_rate

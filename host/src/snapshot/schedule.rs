@@ -2,7 +2,9 @@
 //! snapshot when [`SnapshotPolicy`] says so (time since the last one,
 //! journal entries since the last one), then prunes by retention and
 //! runs whatever the host hangs after a snapshot (journal archiving).
-//! It reads through views, so commands never wait for it.
+//! It runs a checkpoint and writes the state that checkpoint left in redb
+//! ([`SnapshotStore::take_checkpointed`]), so commands never wait for it
+//! and never copy their map's nodes because of it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -120,7 +122,7 @@ fn run(
             if !due {
                 continue;
             }
-            match store.take(db, record.id, "scheduled") {
+            match store.take_checkpointed(db, record.id, "scheduled") {
                 Ok(info) => {
                     entry.sequence = info.sequence;
                     entry.at = Instant::now();

@@ -546,6 +546,27 @@ impl Db {
         Ok(view)
     }
 
+    /// A view of `plugin_id`'s state as the last checkpoint left it in
+    /// redb (its rows and record at the sequence that checkpoint
+    /// reached), read from redb alone: unlike [`Db::view`], it never
+    /// shares the plugin's live map, so the batches that run while it is
+    /// read copy nothing. `None` if no checkpoint has written the plugin
+    /// yet. Durable by construction.
+    pub fn checkpointed_view(&self, plugin_id: u32) -> Result<Option<ReadView>, StorageError> {
+        let base = self.inner.current_base();
+        if !base.records()?.contains_key(&plugin_id) {
+            return Ok(None);
+        }
+        let start = plugin_id.to_be_bytes();
+        let rows = rows::RowSet::from_base(base, &start, &keys::plugin_end(plugin_id))?;
+        Ok(Some(ReadView::new(
+            plugin_id,
+            rows,
+            memtable::Journal::new(),
+            None,
+        )))
+    }
+
     /// Every plugin record, by name, as of the last committed batch.
     pub fn plugins(&self) -> Result<Vec<PluginRecord>, StorageError> {
         // Each loaded plugin is read through one view (its record in memory

@@ -169,6 +169,20 @@ impl Base {
         Ok((rows, bytes, count, complete))
     }
 
+    /// How many state rows `start <= key < end` holds.
+    pub(crate) fn count_rows(&self, start: &[u8], end: &[u8]) -> Result<u64, StorageError> {
+        let mut count = 0;
+        for row in self
+            .state
+            .range::<&[u8]>(start..end)
+            .map_err(redb_err("count state"))?
+        {
+            row.map_err(redb_err("count state"))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// One state row as the last checkpoint left it.
     pub(crate) fn state_get(&self, key: &[u8]) -> Result<Option<RowBytes>, StorageError> {
         Ok(self

@@ -77,6 +77,24 @@ impl RowSet {
         })
     }
 
+    /// The rows of `start..end` exactly as `base` holds them, none resident
+    /// (for reading a checkpoint's state without touching the live map).
+    pub(crate) fn from_base(
+        base: Arc<Base>,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Self, StorageError> {
+        let count = base.count_rows(start, end)?;
+        Ok(Self {
+            hot: Rows::new(),
+            removed: imbl::OrdMap::new(),
+            complete: false,
+            base,
+            count,
+            hot_bytes: 0,
+        })
+    }
+
     /// The resident rows.
     pub(crate) fn hot(&self) -> &Rows {
         &self.hot
