@@ -223,11 +223,10 @@ impl SnapshotStore {
     /// leaves it in redb, read from redb alone (the scheduler's way: a
     /// view of the live map would make every batch that runs while a large
     /// state is written copy the map nodes it touches; measured with put3
-    /// growing to 5 M keys, the executor thread spent 5 % more CPU with
-    /// it). The snapshot's
-    /// sequence is the one the checkpoint reached, at most a batch behind
-    /// the live one. Falls back to [`SnapshotStore::take`] for a plugin no
-    /// checkpoint has written.
+    /// growing to 5 M keys, the executor thread spent about 5 % more CPU
+    /// with it). The snapshot's sequence is the one the checkpoint reached,
+    /// a little behind the live one while commands flow. Falls back to
+    /// [`SnapshotStore::take`] for a plugin no checkpoint has written.
     pub fn take_checkpointed(
         &self,
         db: &Db,

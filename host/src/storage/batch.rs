@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::journal::{JournalEntry, encode_entry};
+use super::keys::state_row_key;
 use super::memtable::{PluginState, Resident, TOUCHED_MAX};
 use super::read::{ScanChunk, ScanState, scan_chunk_in};
 use super::row_bytes::RowBytes;
@@ -152,7 +153,7 @@ impl Batch {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
         let resident = self.resident.as_mut().expect("lent until commit");
-        let full_key = full_state_key(plugin_id, table, key);
+        let full_key = state_row_key(plugin_id, table, key);
         if resident.rows.is_complete() {
             return Ok(resident
                 .rows
@@ -176,7 +177,7 @@ impl Batch {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
-        let full_key = full_state_key(plugin_id, table, key);
+        let full_key = state_row_key(plugin_id, table, key);
         let bytes = full_key.len() + value.map_or(0, <[u8]>::len);
         let resident = self.resident.as_mut().expect("lent until commit");
         let new_value = value.map(RowBytes::copy_from_slice);
@@ -396,12 +397,6 @@ impl Drop for Batch {
         // so that readers and the checkpointer are not left waiting.
         self.give_back_undone();
     }
-}
-
-/// The full state key of (`plugin_id`, `table`, `key`) (see
-/// [`super::keys`]), built in place when it is short.
-fn full_state_key(plugin_id: u32, table: &str, key: &[u8]) -> RowBytes {
-    RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[0], key])
 }
 
 /// Bounds for a scan over plugin keys `start <= k < end`.

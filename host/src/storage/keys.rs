@@ -1,5 +1,6 @@
 //! Composite state keys: `plugin id (u32 BE) ‖ table name ‖ 00 ‖ key`.
 
+use super::row_bytes::RowBytes;
 use crate::limits::TABLE_NAME_SIZE_BYTES_MAX;
 
 /// Checks a plugin-supplied table name: 1..=64 bytes of `[a-z0-9_.-]`.
@@ -32,6 +33,12 @@ pub(crate) fn state_key(plugin_id: u32, table: &str, key: &[u8]) -> Vec<u8> {
     let mut out = table_prefix(plugin_id, table);
     out.extend_from_slice(key);
     out
+}
+
+/// [`state_key`] as a resident row's key, built in place when it is short
+/// (no allocation on the command path).
+pub(crate) fn state_row_key(plugin_id: u32, table: &str, key: &[u8]) -> RowBytes {
+    RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[0], key])
 }
 
 /// The first key past every key of (`plugin_id`, `table`).
@@ -77,6 +84,15 @@ mod tests {
         assert_eq!(
             split_state_key(&k),
             Some(("orders", b"\0\x01key".as_slice()))
+        );
+        assert_eq!(
+            state_row_key(7, "orders", b"\0\x01key").as_slice(),
+            k.as_slice()
+        );
+        let long_key = [9u8; 100];
+        assert_eq!(
+            state_row_key(7, "orders", &long_key).as_slice(),
+            state_key(7, "orders", &long_key).as_slice()
         );
         assert!(k.as_slice() < table_end(7, "orders").as_slice());
         assert!(k.as_slice() >= table_prefix(7, "orders").as_slice());

@@ -13,7 +13,6 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ use bytes::Bytes;
 pub(crate) const INLINE_MAX: usize = 38;
 
 /// An immutable byte string: inline up to [`INLINE_MAX`] bytes, shared
-/// beyond. Compares, hashes and borrows as the `[u8]` it holds.
+/// beyond. Compares and borrows as the `[u8]` it holds.
 #[derive(Clone)]
 pub(crate) enum RowBytes {
     /// Short: `len` bytes of `data`.
@@ -81,16 +80,6 @@ impl RowBytes {
     }
 }
 
-impl From<Vec<u8>> for RowBytes {
-    fn from(bytes: Vec<u8>) -> Self {
-        if bytes.len() <= INLINE_MAX {
-            RowBytes::copy_from_slice(&bytes)
-        } else {
-            RowBytes::Shared(Bytes::from(bytes))
-        }
-    }
-}
-
 impl Deref for RowBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -130,12 +119,6 @@ impl Ord for RowBytes {
     }
 }
 
-impl Hash for RowBytes {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
 impl fmt::Debug for RowBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&Bytes::copy_from_slice(self.as_slice()), f)
@@ -161,7 +144,6 @@ mod tests {
             let bytes = sample(n, 7);
             for made in [
                 RowBytes::copy_from_slice(&bytes),
-                RowBytes::from(bytes.clone()),
                 RowBytes::concat(&[&bytes[..n / 3], &bytes[n / 3..]]),
             ] {
                 assert_eq!(made.as_slice(), bytes.as_slice(), "length {n}");

@@ -25,12 +25,12 @@ use super::row_bytes::RowBytes;
 use super::StorageError;
 use super::read::Base;
 
-/// The resident rows: full state key → value. Keys are `RowBytes` so that
-/// the node copies after a snapshot clone them by reference count.
+/// The resident rows: full state key → value, short ones inline (see
+/// [`RowBytes`]), so that the node copies after a snapshot copy them.
 pub(crate) type Rows = imbl::OrdMap<RowBytes, RowBytes>;
 
-/// RowBytes a resident row is counted for beyond its key and value: the map
-/// node's share and two `RowBytes` headers (an estimate, for the budget).
+/// Bytes a resident row is counted for beyond its key and value: the map
+/// node's share and two `RowBytes` (an estimate, for the budget).
 pub(crate) const ROW_OVERHEAD_BYTES: u64 = 80;
 
 /// What a row costs the resident budget.
@@ -115,7 +115,7 @@ impl RowSet {
         self.count
     }
 
-    /// RowBytes the resident rows count for.
+    /// Bytes the resident rows count for.
     pub(crate) fn hot_bytes(&self) -> u64 {
         self.hot_bytes
     }
