@@ -196,7 +196,6 @@ impl HostState {
 }
 
 impl tables::Host for HostState {
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn get(&mut self, table: String, key: Vec<u8>) -> TableResult<Option<Vec<u8>>> {
         if let Err(e) = check_name(&table).and_then(|_| self.check_key(&key)) {
             return Ok(Err(e));
@@ -213,17 +212,14 @@ impl tables::Host for HostState {
         }
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn put(&mut self, table: String, key: Vec<u8>, value: Vec<u8>) -> TableResult<()> {
         Ok(self.write(&table, &key, Some(&value))?.map(|_| ()))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn remove(&mut self, table: String, key: Vec<u8>) -> TableResult<bool> {
         self.write(&table, &key, None)
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn scan(
         &mut self,
         table: String,

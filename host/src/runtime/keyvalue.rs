@@ -232,7 +232,6 @@ impl HostState {
 }
 
 impl store::Host for HostState {
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn open(&mut self, identifier: String) -> KvResult<Resource<KvBucket>> {
         if validate_table_name(&identifier).is_err() {
             return Ok(Err(store::Error::NoSuchStore));
@@ -243,7 +242,6 @@ impl store::Host for HostState {
 }
 
 impl store::HostBucket for HostState {
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn get(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         let table = self.kv_table(&bucket)?;
         if let Err(e) = self.kv_check_key(&key) {
@@ -252,19 +250,16 @@ impl store::HostBucket for HostState {
         Ok(Ok(self.kv_get(&table, &key)?))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn set(&mut self, bucket: Resource<KvBucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let table = self.kv_table(&bucket)?;
         self.kv_put(&table, &key, Some(&value))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn delete(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<()> {
         let table = self.kv_table(&bucket)?;
         self.kv_put(&table, &key, None)
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn exists(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<bool> {
         let table = self.kv_table(&bucket)?;
         if let Err(e) = self.kv_check_key(&key) {
@@ -273,7 +268,6 @@ impl store::HostBucket for HostState {
         Ok(Ok(self.kv_get(&table, &key)?.is_some()))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn list_keys(
         &mut self,
         bucket: Resource<KvBucket>,
@@ -331,7 +325,6 @@ impl store::HostBucket for HostState {
 }
 
 impl atomics::Host for HostState {
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn increment(&mut self, bucket: Resource<KvBucket>, key: String, delta: i64) -> KvResult<i64> {
         let table = self.kv_table(&bucket)?;
         if let Err(e) = self.kv_check_key(&key) {
@@ -362,7 +355,6 @@ impl atomics::Host for HostState {
             .map(|r| r.map(|()| new))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn swap(
         &mut self,
         cas: Resource<KvCas>,
@@ -388,7 +380,6 @@ impl atomics::Host for HostState {
 }
 
 impl atomics::HostCas for HostState {
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn new(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Resource<KvCas>> {
         let table = self.kv_table(&bucket)?;
         self.kv_new_cas(table, key)
@@ -406,7 +397,6 @@ impl atomics::HostCas for HostState {
 }
 
 impl batch::Host for HostState {
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn get_many(
         &mut self,
         bucket: Resource<KvBucket>,
@@ -439,7 +429,6 @@ impl batch::Host for HostState {
         Ok(Ok(out))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn set_many(
         &mut self,
         bucket: Resource<KvBucket>,
@@ -465,7 +454,6 @@ impl batch::Host for HostState {
         Ok(Ok(()))
     }
 
-    #[tracing::instrument(level = "trace", skip_all, fields(plugin = %self.plugin))]
     fn delete_many(&mut self, bucket: Resource<KvBucket>, keys: Vec<String>) -> KvResult<()> {
         let table = self.kv_table(&bucket)?;
         let mut incoming = 0u64;
