@@ -23,7 +23,9 @@
 //!
 //! It runs when [`CheckpointPolicy::log_bytes_max`] bytes were written,
 //! or some bytes and [`CheckpointPolicy::interval_ms`] has passed, on
-//! [`super::Db::checkpoint`], and at clean shutdown. A batch that finds
+//! [`super::Db::checkpoint`], and at clean shutdown; one at a time, and the
+//! background thread checks again that one is due once it is its turn (a
+//! checkpoint asked for meanwhile may have written everything). A batch that finds
 //! [`BACKLOG_FACTOR`] times the byte budget unwritten waits for the
 //! checkpoint in progress (backpressure), so memory and recovery time stay
 //! bounded by configuration when the disk is slower than the commands.
@@ -94,6 +96,11 @@ impl Schedule {
     /// Resident rows evicted since start.
     pub(crate) fn evicted(&self) -> u64 {
         self.state().evicted
+    }
+
+    /// Holds other checkpoints off until dropped.
+    fn one_at_a_time(&self) -> MutexGuard<'_, ()> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn due(&self, state: &State) -> bool {
@@ -177,7 +184,7 @@ fn background(schedule: &Schedule, db: &Weak<DbInner>) {
             }
         }
         let Some(db) = db.upgrade() else { return };
-        if let Err(e) = run(&db) {
+        if let Err(e) = run_if_due(&db) {
             tracing::error!(error = %e, "a checkpoint failed; the database refuses writes until restarted");
             // Poisoned: nothing more to write until a restart.
             return;
@@ -187,11 +194,21 @@ fn background(schedule: &Schedule, db: &Weak<DbInner>) {
 
 /// Runs one checkpoint now (see the module docs).
 pub(crate) fn run(db: &DbInner) -> Result<(), StorageError> {
-    let _one = db
-        .schedule
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = db.schedule.one_at_a_time();
+    run_locked(db)
+}
+
+/// Runs one checkpoint if one is still due once it is this thread's turn:
+/// a checkpoint asked for meanwhile ([`run`]) may have written everything.
+fn run_if_due(db: &DbInner) -> Result<(), StorageError> {
+    let _one = db.schedule.one_at_a_time();
+    if !db.schedule.due(&db.schedule.state()) {
+        return Ok(());
+    }
+    run_locked(db)
+}
+
+fn run_locked(db: &DbInner) -> Result<(), StorageError> {
     if db.poisoned.load(std::sync::atomic::Ordering::Acquire) {
         return Err(StorageError::Poisoned);
     }
