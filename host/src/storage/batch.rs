@@ -6,7 +6,10 @@
 //! replaced, and a failed command (error, trap, out of fuel or memory) is
 //! rolled back by restoring those values in reverse.
 //! Committed state therefore only ever holds the effects of commands that
-//! succeeded. redb is not touched: the checkpointer writes the changed
+//! succeeded. The undo log also gives the state hash: once per batch, each
+//! key the kept commands wrote leaves the hash with its value before the
+//! batch and enters it with its value after (a key written a hundred times
+//! is hashed twice, a key written back to its old value not at all). redb is not touched: the checkpointer writes the changed
 //! rows to it later, in the background.
 //!
 //! With immediate durability the batch keeps a redo record of every row it
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::journal::{JournalEntry, encode_entry};
-use super::keys::state_row_key;
+use super::keys::{split_state_key, state_row_key};
 use super::memtable::{PluginState, Resident, TOUCHED_MAX};
 use super::read::{ScanChunk, ScanState, scan_chunk_in};
 use super::row_bytes::RowBytes;
@@ -48,9 +51,8 @@ pub struct Batch {
     /// at `command_start`.
     undo: Vec<Undo>,
     command_start: usize,
-    /// State hash of the plugin, kept up to date on every write.
-    hash: StateHash,
-    hash_at_command_start: StateHash,
+    /// The plugin's state hash before the batch (see [`Batch::state_hash`]).
+    hash_at_start: StateHash,
     written_bytes: u64,
     batch_bytes: u64,
     journal: Vec<(u64, Bytes)>,
@@ -71,8 +73,7 @@ impl Batch {
             resident: Some(resident),
             undo: Vec::new(),
             command_start: 0,
-            hash: StateHash::EMPTY,
-            hash_at_command_start: StateHash::EMPTY,
+            hash_at_start: StateHash::EMPTY,
             written_bytes: 0,
             batch_bytes: 0,
             journal: Vec::new(),
@@ -91,21 +92,46 @@ impl Batch {
     fn mark_command_start(&mut self) {
         self.command_start = self.undo.len();
         self.written_at_command_start = self.resident().written.len();
-        self.hash_at_command_start = self.hash;
         if let Some(redo) = &self.redo {
             self.redo_at_command_start = redo.mark();
         }
     }
 
-    /// Sets the state hash that writes update (the plugin's committed hash).
+    /// Sets the state hash before the batch (the plugin's committed hash).
     pub fn set_state_hash(&mut self, hash: StateHash) {
-        self.hash = hash;
-        self.hash_at_command_start = hash;
+        self.hash_at_start = hash;
     }
 
-    /// The state hash including every write so far.
+    /// The state hash including every kept write so far: the hash before
+    /// the batch, and for each key written since, its value before the
+    /// batch (its first undo record's) out and its value now in.
     pub fn state_hash(&self) -> StateHash {
-        self.hash
+        let mut firsts: Vec<&Undo> = self.undo.iter().collect();
+        // Stable: of one key's records, the oldest stays first.
+        firsts.sort_by(|a, b| a.full_key.cmp(&b.full_key));
+        firsts.dedup_by(|later, first| later.full_key == first.full_key);
+        let rows = self
+            .resident
+            .as_ref()
+            .expect("lent until commit")
+            .rows
+            .hot();
+        let mut hash = self.hash_at_start;
+        for first in firsts {
+            let now = rows.get(first.full_key.as_ref());
+            if first.before.as_deref() == now.map(|v| &v[..]) {
+                continue;
+            }
+            let (table, key) = split_state_key(&first.full_key)
+                .expect("a state key written through Batch::write has a table");
+            if let Some(before) = &first.before {
+                hash.remove(table, key, before);
+            }
+            if let Some(now) = now {
+                hash.add(table, key, now);
+            }
+        }
+        hash
     }
 
     /// Marks the start of a command: later writes can be undone as one.
@@ -133,7 +159,6 @@ impl Batch {
         self.undo_to(self.command_start);
         let mark = self.written_at_command_start;
         self.resident().written.truncate(mark);
-        self.hash = self.hash_at_command_start;
         if let Some(redo) = &mut self.redo {
             redo.truncate(self.redo_at_command_start);
         }
@@ -186,15 +211,7 @@ impl Batch {
             None => resident.rows.remove(full_key.as_ref(), resident.epoch)?,
         };
         resident.written.push((full_key.clone(), new_value));
-        if let Some(old) = &old {
-            self.hash.remove(table, key, old);
-        }
-        if let Some(v) = value {
-            self.hash.add(table, key, v);
-            self.written_bytes += (key.len() + v.len()) as u64;
-        } else {
-            self.written_bytes += key.len() as u64;
-        }
+        self.written_bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
         self.batch_bytes += bytes as u64;
         if let Some(redo) = &mut self.redo {
             redo.state(&full_key, value);
