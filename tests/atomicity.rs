@@ -152,3 +152,64 @@ fn a_query_cannot_write() {
     let err = t.query("misbehave", json!("write_in_query")).unwrap_err();
     assert_eq!(err.code(), "read-only", "{err}");
 }
+
+#[test]
+fn oversized_keys_and_values_are_refused_and_nothing_is_kept() {
+    let t = TestHost::with_config(|c| {
+        c.limits.key_bytes_max = 16;
+        c.limits.value_bytes_max = 64;
+    });
+    t.deploy_file(plugins::MISBEHAVE);
+    let before = t.tables("misbehave");
+    let long_key = vec![7u8; 40];
+    let refusals = [
+        (
+            json!({"put_raw": {"table": "raw", "key": long_key, "value": [1]}}),
+            "key-too-large",
+        ),
+        (
+            json!({"put_raw": {"table": "raw", "key": [1], "value": vec![2u8; 200]}}),
+            "value-too-large",
+        ),
+        (
+            json!({"remove_raw": {"table": "raw", "key": long_key}}),
+            "key-too-large",
+        ),
+    ];
+    for (command, code) in refusals {
+        let err = t.call("misbehave", command.clone()).unwrap_err();
+        assert_eq!(err.code(), code, "{command}: {err}");
+        assert!(
+            err.to_string()
+                .contains(if code == "key-too-large" { "16" } else { "64" }),
+            "{err}"
+        );
+    }
+    let err = t
+        .query(
+            "misbehave",
+            json!({"get_raw": {"table": "raw", "key": long_key}}),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "key-too-large", "{err}");
+    assert_eq!(t.tables("misbehave"), before, "a refused write left a row");
+    // Within the limits, the same calls go through.
+    t.call(
+        "misbehave",
+        json!({"put_raw": {"table": "raw", "key": [1], "value": [2, 3]}}),
+    )
+    .unwrap();
+    let got = t
+        .query(
+            "misbehave",
+            json!({"get_raw": {"table": "raw", "key": [1]}}),
+        )
+        .unwrap();
+    assert_eq!(got, json!([2, 3]));
+    t.call(
+        "misbehave",
+        json!({"remove_raw": {"table": "raw", "key": [1]}}),
+    )
+    .unwrap();
+    assert_eq!(t.tables("misbehave"), before);
+}

@@ -14,7 +14,9 @@ use super::bindings::keel::plugin::{context, tables};
 use crate::config::Limits;
 use crate::limits::{CURSORS_OPEN_MAX, LOG_LINE_BYTES_MAX, SCAN_CHUNK_ENTRIES_MAX};
 use crate::storage::batch::scan_bounds;
+use crate::storage::keys::state_row_key;
 use crate::storage::read::{ScanDirection, ScanState};
+use crate::storage::row_bytes::RowBytes;
 use crate::storage::{Batch, ReadView, StorageError, validate_table_name};
 
 /// What storage the current call may use.
@@ -147,69 +149,93 @@ impl HostState {
     }
 }
 
-type TableResult<T> = wasmtime::Result<Result<T, tables::TableError>>;
+pub(crate) type TableResult<T> = wasmtime::Result<Result<T, tables::TableError>>;
 
-fn check_name(table: &str) -> Result<(), tables::TableError> {
-    validate_table_name(table).map_err(tables::TableError::InvalidTableName)
+/// Checks a read's table name and key size, before anything is copied.
+pub(crate) fn check_read(
+    limits: &Limits,
+    table: &str,
+    key: &[u8],
+) -> Result<(), tables::TableError> {
+    validate_table_name(table).map_err(tables::TableError::InvalidTableName)?;
+    if key.len() > limits.key_bytes_max {
+        return Err(tables::TableError::KeyTooLarge(limits.key_bytes_max as u32));
+    }
+    Ok(())
+}
+
+/// Checks a write's table name, key size and value size (`None`: a
+/// removal), before anything is copied.
+pub(crate) fn check_write(
+    limits: &Limits,
+    table: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), tables::TableError> {
+    check_read(limits, table, key)?;
+    if let Some(v) = value
+        && v.len() > limits.value_bytes_max
+    {
+        return Err(tables::TableError::ValueTooLarge(
+            limits.value_bytes_max as u32,
+        ));
+    }
+    Ok(())
 }
 
 impl HostState {
-    fn check_key(&self, key: &[u8]) -> Result<(), tables::TableError> {
-        if key.len() > self.limits.key_bytes_max {
-            return Err(tables::TableError::KeyTooLarge(
-                self.limits.key_bytes_max as u32,
-            ));
-        }
-        Ok(())
+    /// Reads a row by full state key (checked with [`check_read`]).
+    pub(crate) fn get_row(&mut self, full_key: RowBytes) -> TableResult<Option<Vec<u8>>> {
+        let result = match &mut self.storage {
+            StorageAccess::Batch(batch) => batch.get_row(full_key),
+            StorageAccess::Read(view) => view.get_row(&full_key),
+            StorageAccess::None => return Ok(Ok(None)),
+        };
+        result.map(Ok).map_err(|e| self.fault(e))
     }
 
+    /// Writes (`Some`) or removes (`None`) a row by full state key (checked
+    /// with [`check_write`]; `key_len` is the plugin's key's length), within
+    /// the command's write-set limit; returns whether a value was there.
+    pub(crate) fn write_row(
+        &mut self,
+        full_key: RowBytes,
+        key_len: usize,
+        value: Option<RowBytes>,
+    ) -> TableResult<bool> {
+        let max = self.limits.write_set_bytes_max;
+        let StorageAccess::Batch(batch) = &mut self.storage else {
+            return Ok(Err(tables::TableError::ReadOnly));
+        };
+        let incoming = (key_len + value.as_ref().map_or(0, |v| v.len())) as u64;
+        if batch.command_written_bytes() + incoming > max {
+            return Ok(Err(tables::TableError::WriteSetTooLarge(max)));
+        }
+        batch
+            .write_row(full_key, key_len, value)
+            .map(Ok)
+            .map_err(|e| self.fault(e))
+    }
+
+    /// Checks and writes (`Some`) or removes (`None`) `key` of `table`.
     fn write(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) -> TableResult<bool> {
-        if let Err(e) = check_name(table).and_then(|_| self.check_key(key)) {
+        if let Err(e) = check_write(&self.limits, table, key, value) {
             return Ok(Err(e));
         }
-        if let Some(v) = value
-            && v.len() > self.limits.value_bytes_max
-        {
-            return Ok(Err(tables::TableError::ValueTooLarge(
-                self.limits.value_bytes_max as u32,
-            )));
-        }
-        let plugin_id = self.plugin_id;
-        let max = self.limits.write_set_bytes_max;
-        let result = match &mut self.storage {
-            StorageAccess::Batch(batch) => {
-                let incoming = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-                if batch.command_written_bytes() + incoming > max {
-                    return Ok(Err(tables::TableError::WriteSetTooLarge(max)));
-                }
-                batch.write(plugin_id, table, key, value)
-            }
-            StorageAccess::Read(_) | StorageAccess::None => {
-                return Ok(Err(tables::TableError::ReadOnly));
-            }
-        };
-        match result {
-            Ok(existed) => Ok(Ok(existed)),
-            Err(e) => Err(self.fault(e)),
-        }
+        let full_key = state_row_key(self.plugin_id, table, key);
+        self.write_row(full_key, key.len(), value.map(RowBytes::copy_from_slice))
     }
 }
 
+/// The generated bindings' entry points. `get`, `put` and `remove` are
+/// linked over by [`super::table_calls`], which reads their arguments in
+/// place; these serve the same calls for anything linked without it.
 impl tables::Host for HostState {
     fn get(&mut self, table: String, key: Vec<u8>) -> TableResult<Option<Vec<u8>>> {
-        if let Err(e) = check_name(&table).and_then(|_| self.check_key(&key)) {
+        if let Err(e) = check_read(&self.limits, &table, &key) {
             return Ok(Err(e));
         }
-        let plugin_id = self.plugin_id;
-        let result = match &mut self.storage {
-            StorageAccess::Batch(batch) => batch.get(plugin_id, &table, &key),
-            StorageAccess::Read(view) => view.get(plugin_id, &table, &key),
-            StorageAccess::None => return Ok(Ok(None)),
-        };
-        match result {
-            Ok(v) => Ok(Ok(v)),
-            Err(e) => Err(self.fault(e)),
-        }
+        self.get_row(state_row_key(self.plugin_id, &table, &key))
     }
 
     fn put(&mut self, table: String, key: Vec<u8>, value: Vec<u8>) -> TableResult<()> {
@@ -227,8 +253,8 @@ impl tables::Host for HostState {
         end: Option<Vec<u8>>,
         direction: tables::Direction,
     ) -> TableResult<Resource<ScanCursor>> {
-        if let Err(e) = check_name(&table) {
-            return Ok(Err(e));
+        if let Err(e) = validate_table_name(&table) {
+            return Ok(Err(tables::TableError::InvalidTableName(e)));
         }
         for bound in [&start, &end].into_iter().flatten() {
             if bound.len() > self.limits.key_bytes_max + 1 {

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod imports;
 pub mod instance;
 pub mod keyvalue;
+mod table_calls;
 mod wasi;
 
 use std::path::Path;
@@ -95,6 +96,8 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        table_calls::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking the table calls: {e}"))?;
         wasi::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking the sealed WASI: {e}"))?;
         keyvalue::add_to_linker(&mut linker)

@@ -177,8 +177,12 @@ impl Batch {
         table: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get_row(state_row_key(plugin_id, table, key))
+    }
+
+    /// [`Batch::get`] by full state key (`keys::state_row_key`).
+    pub(crate) fn get_row(&mut self, full_key: RowBytes) -> Result<Option<Vec<u8>>, StorageError> {
         let resident = self.resident.as_mut().expect("lent until commit");
-        let full_key = state_row_key(plugin_id, table, key);
         if resident.rows.is_complete() {
             return Ok(resident
                 .rows
@@ -202,20 +206,34 @@ impl Batch {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
-        let full_key = state_row_key(plugin_id, table, key);
-        let bytes = full_key.len() + value.map_or(0, <[u8]>::len);
+        self.write_row(
+            state_row_key(plugin_id, table, key),
+            key.len(),
+            value.map(RowBytes::copy_from_slice),
+        )
+    }
+
+    /// [`Batch::write`] by full state key (`keys::state_row_key`);
+    /// `key_len` is the length of the plugin's own key, which is what
+    /// [`Batch::command_written_bytes`] counts.
+    pub(crate) fn write_row(
+        &mut self,
+        full_key: RowBytes,
+        key_len: usize,
+        new_value: Option<RowBytes>,
+    ) -> Result<bool, StorageError> {
+        let value_len = new_value.as_ref().map_or(0, |v| v.len());
         let resident = self.resident.as_mut().expect("lent until commit");
-        let new_value = value.map(RowBytes::copy_from_slice);
         let old = match &new_value {
             Some(v) => resident.rows.insert(full_key.clone(), v.clone())?,
             None => resident.rows.remove(full_key.as_ref(), resident.epoch)?,
         };
-        resident.written.push((full_key.clone(), new_value));
-        self.written_bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-        self.batch_bytes += bytes as u64;
         if let Some(redo) = &mut self.redo {
-            redo.state(&full_key, value);
+            redo.state(&full_key, new_value.as_deref());
         }
+        resident.written.push((full_key.clone(), new_value));
+        self.written_bytes += (key_len + value_len) as u64;
+        self.batch_bytes += (full_key.len() + value_len) as u64;
         let existed = old.is_some();
         self.undo.push(Undo {
             full_key,

@@ -19,10 +19,10 @@ pub mod archive;
 pub mod batch;
 mod checkpoint;
 pub mod journal;
-mod keys;
+pub(crate) mod keys;
 mod memtable;
 pub mod read;
-mod row_bytes;
+pub(crate) mod row_bytes;
 mod rows;
 pub mod wal;
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::journal::{JournalEntry, decode_entry};
-use super::keys::{plugin_end, split_state_key, state_key, table_end, table_prefix};
+use super::keys::{plugin_end, split_state_key, state_key, state_row_key, table_end, table_prefix};
 use super::memtable::Journal;
 use super::row_bytes::RowBytes;
 use super::rows::{RowSet, Rows, row_bytes};
@@ -53,10 +53,12 @@ pub(crate) fn get_in(
     table: &str,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StorageError> {
-    Ok(rows
-        .get(state_key(plugin_id, table, key).as_slice())?
-        .0
-        .map(|v| v.to_vec()))
+    get_row_in(rows, &state_row_key(plugin_id, table, key))
+}
+
+/// [`get_in`] by full state key (`keys::state_row_key`).
+pub(crate) fn get_row_in(rows: &RowSet, full_key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    Ok(rows.get(full_key)?.0.map(|v| v.to_vec()))
 }
 
 /// Returns the next chunk of `scan` over `rows` (at most `max_entries`,
@@ -274,6 +276,11 @@ impl ReadView {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
         get_in(&self.rows, plugin_id, table, key)
+    }
+
+    /// [`ReadView::get`] by full state key (`keys::state_row_key`).
+    pub(crate) fn get_row(&self, full_key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        get_row_in(&self.rows, full_key)
     }
 
     /// The next chunk of a scan.
