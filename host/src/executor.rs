@@ -222,8 +222,7 @@ impl Executor {
         let mut record = self.record.clone();
         let module_hash = self.instance.component().hash;
         let renews_per_batch = self.policy == InstancePolicy::Batch;
-        let (mut batch, results) = with_batch(&mut self.instance, batch, |instance| {
-            let mut results = Vec::with_capacity(calls.len());
+        let (mut batch, entries) = with_batch(&mut self.instance, batch, |instance| {
             let mut entries = Vec::with_capacity(calls.len());
             let mut first_live = true;
             for scheduled in calls {
@@ -266,15 +265,11 @@ impl Executor {
                 };
                 record.last_sequence = entry.sequence;
                 record.last_timestamp_ms = entry.timestamp_ms;
-                results.push(Committed {
-                    sequence: entry.sequence,
-                    outcome: entry.outcome.clone(),
-                });
                 entries.push(entry);
             }
-            Ok::<_, StorageError>((results, entries))
+            Ok::<_, StorageError>(entries)
         });
-        let (results, entries) = match results {
+        let entries = match entries {
             Ok(r) => r,
             Err(e) => {
                 batch.abort();
@@ -284,6 +279,13 @@ impl Executor {
         for entry in &entries {
             batch.append_journal(record.id, entry);
         }
+        let results = entries
+            .into_iter()
+            .map(|entry| Committed {
+                sequence: entry.sequence,
+                outcome: entry.outcome,
+            })
+            .collect();
         record.state_hash = batch.state_hash();
         let writes = if capture {
             batch.net_writes()

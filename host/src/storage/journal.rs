@@ -129,7 +129,18 @@ pub struct JournalEntry {
 }
 
 pub(crate) fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
-    let mut out = vec![ENTRY_FORMAT];
+    // Sized once: the fixed fields take under 64 bytes, a caller under 128
+    // more than its names.
+    let payload = match &entry.kind {
+        EntryKind::Init { config } => config.len(),
+        EntryKind::Command { bytes } => bytes.len(),
+        _ => 64,
+    } + match &entry.outcome {
+        Outcome::Ok(response) => response.len(),
+        Outcome::Err { code, message } => code.len() + message.len(),
+    };
+    let mut out = Vec::with_capacity(192 + payload);
+    out.push(ENTRY_FORMAT);
     let config = bincode::config::standard();
     bincode::serde::encode_into_std_write(entry, &mut out, config)
         .expect("encoding to a Vec cannot fail");
