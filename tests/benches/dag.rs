@@ -224,6 +224,7 @@ use keel_tests::bench::env;
 
 fn main() {
     let certs = env("KEEL_BENCH_CERTS", 100_000);
+    assert!(certs > 0, "KEEL_BENCH_CERTS must be at least 1");
     let in_flight = env("KEEL_BENCH_IN_FLIGHT", 4096);
     let restart_certs = env("KEEL_BENCH_RESTART_CERTS", 100_000);
     let committees: Vec<usize> = std::env::var("KEEL_BENCH_COMMITTEES")

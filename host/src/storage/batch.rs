@@ -184,11 +184,7 @@ impl Batch {
     pub(crate) fn get_row(&mut self, full_key: RowBytes) -> Result<Option<Vec<u8>>, StorageError> {
         let resident = self.resident.as_mut().expect("lent until commit");
         if resident.rows.is_complete() {
-            return Ok(resident
-                .rows
-                .hot()
-                .get(full_key.as_slice())
-                .map(|v| v.to_vec()));
+            return Ok(resident.rows.hot().get(&full_key).map(|v| v.to_vec()));
         }
         let value = resident.rows.get_and_keep(&full_key)?;
         if value.is_some() && resident.touched.len() < TOUCHED_MAX {
