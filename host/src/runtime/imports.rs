@@ -299,14 +299,16 @@ impl tables::HostCursor for HostState {
         // Clamp the guest's number: at least one, at most the host's chunk limit.
         let max = max.clamp(1, SCAN_CHUNK_ENTRIES_MAX) as usize;
         let plugin_id = self.plugin_id;
-        let mut scan = self.resources.get(&cursor)?.scan.clone();
+        // The cursor's position is advanced in place (no copy of its table
+        // name and bounds per chunk). After a storage fault the call traps
+        // and the instance, cursor included, is not used again.
+        let scan = &mut self.resources.get_mut(&cursor)?.scan;
         let chunk = match &mut self.storage {
-            StorageAccess::Batch(batch) => batch.scan_chunk(plugin_id, &mut scan, max),
-            StorageAccess::Read(view) => view.scan_chunk(plugin_id, &mut scan, max),
+            StorageAccess::Batch(batch) => batch.scan_chunk(plugin_id, scan, max),
+            StorageAccess::Read(view) => view.scan_chunk(plugin_id, scan, max),
             StorageAccess::None => Ok(Vec::new()),
         };
         let chunk = chunk.map_err(|e| self.fault(e))?;
-        self.resources.get_mut(&cursor)?.scan = scan;
         Ok(chunk
             .into_iter()
             .map(|(key, value)| tables::Entry { key, value })
