@@ -19,33 +19,20 @@ pub fn validate_table_name(table: &str) -> Result<(), String> {
     }
 }
 
-/// The prefix of every key of (`plugin_id`, `table`).
-pub(crate) fn table_prefix(plugin_id: u32, table: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + table.len() + 1 + 32);
-    out.extend_from_slice(&plugin_id.to_be_bytes());
-    out.extend_from_slice(table.as_bytes());
-    out.push(0);
-    out
+/// The prefix of every key of (`plugin_id`, `table`): `id ‖ table ‖ 00`.
+pub(crate) fn table_prefix(plugin_id: u32, table: &str) -> RowBytes {
+    RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[0]])
 }
 
-/// The full state key of (`plugin_id`, `table`, `key`).
-pub(crate) fn state_key(plugin_id: u32, table: &str, key: &[u8]) -> Vec<u8> {
-    let mut out = table_prefix(plugin_id, table);
-    out.extend_from_slice(key);
-    out
-}
-
-/// [`state_key`] as a resident row's key, built in place when it is short
-/// (no allocation on the command path).
+/// The full state key of (`plugin_id`, `table`, `key`), built in place
+/// when it is short (no allocation on the command path).
 pub(crate) fn state_row_key(plugin_id: u32, table: &str, key: &[u8]) -> RowBytes {
     RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[0], key])
 }
 
-/// The first key past every key of (`plugin_id`, `table`).
-pub(crate) fn table_end(plugin_id: u32, table: &str) -> Vec<u8> {
-    let mut out = table_prefix(plugin_id, table);
-    *out.last_mut().expect("prefix ends with 00") = 1;
-    out
+/// The first key past every key of (`plugin_id`, `table`): `id ‖ table ‖ 01`.
+pub(crate) fn table_end(plugin_id: u32, table: &str) -> RowBytes {
+    RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[1]])
 }
 
 /// The first key past every key of `plugin_id`.
@@ -80,21 +67,21 @@ mod tests {
 
     #[test]
     fn composite_keys_split_back() {
-        let k = state_key(7, "orders", b"\0\x01key");
+        let k = state_row_key(7, "orders", b"\0\x01key");
+        assert_eq!(k.as_slice(), b"\0\0\0\x07orders\0\0\x01key".as_slice());
         assert_eq!(
             split_state_key(&k),
             Some(("orders", b"\0\x01key".as_slice()))
         );
-        assert_eq!(
-            state_row_key(7, "orders", b"\0\x01key").as_slice(),
-            k.as_slice()
-        );
         let long_key = [9u8; 100];
-        assert_eq!(
-            state_row_key(7, "orders", &long_key).as_slice(),
-            state_key(7, "orders", &long_key).as_slice()
-        );
-        assert!(k.as_slice() < table_end(7, "orders").as_slice());
-        assert!(k.as_slice() >= table_prefix(7, "orders").as_slice());
+        let long = state_row_key(7, "orders", &long_key);
+        assert_eq!(&long[..11], b"\0\0\0\x07orders\0".as_slice());
+        assert_eq!(&long[11..], long_key.as_slice());
+        for key in [&k, &long] {
+            assert!(key.as_slice() < table_end(7, "orders").as_slice());
+            assert!(key.as_slice() >= table_prefix(7, "orders").as_slice());
+            assert!(key.as_slice() < table_prefix(7, "orders0").as_slice());
+        }
+        assert_eq!(table_prefix(7, "orders").as_slice(), &long[..11]);
     }
 }

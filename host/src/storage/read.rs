@@ -10,7 +10,7 @@ use bytes::Bytes;
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::journal::{JournalEntry, decode_entry};
-use super::keys::{plugin_end, split_state_key, state_key, state_row_key, table_end, table_prefix};
+use super::keys::{plugin_end, split_state_key, state_row_key, table_end, table_prefix};
 use super::memtable::Journal;
 use super::row_bytes::RowBytes;
 use super::rows::{RowSet, Rows, row_bytes};
@@ -72,9 +72,10 @@ pub(crate) fn scan_chunk_in(
     if scan.done {
         return Ok(Vec::new());
     }
-    let full = |b: &Bound<Vec<u8>>, unbounded: Vec<u8>, inclusive_unbounded: bool| match b {
-        Bound::Included(k) => Bound::Included(state_key(plugin_id, &scan.table, k)),
-        Bound::Excluded(k) => Bound::Excluded(state_key(plugin_id, &scan.table, k)),
+    // Built in place when short (`RowBytes`): no allocation per chunk.
+    let full = |b: &Bound<Vec<u8>>, unbounded: RowBytes, inclusive_unbounded: bool| match b {
+        Bound::Included(k) => Bound::Included(state_row_key(plugin_id, &scan.table, k)),
+        Bound::Excluded(k) => Bound::Excluded(state_row_key(plugin_id, &scan.table, k)),
         Bound::Unbounded if inclusive_unbounded => Bound::Included(unbounded),
         Bound::Unbounded => Bound::Excluded(unbounded),
     };
@@ -93,8 +94,8 @@ pub(crate) fn scan_chunk_in(
         return Ok(Vec::new());
     }
     let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (
-        lower.as_ref().map(|v| v.as_slice()),
-        upper.as_ref().map(|v| v.as_slice()),
+        lower.as_ref().map(RowBytes::as_slice),
+        upper.as_ref().map(RowBytes::as_slice),
     );
     let prefix_len = table_prefix(plugin_id, &scan.table).len();
     let mut out = Vec::new();
