@@ -9,8 +9,9 @@
 //! succeeded. The undo log also gives the state hash: once per batch, each
 //! key the kept commands wrote leaves the hash with its value before the
 //! batch and enters it with its value after (a key written a hundred times
-//! is hashed twice, a key written back to its old value not at all). redb is not touched: the checkpointer writes the changed
-//! rows to it later, in the background.
+//! is hashed twice, a key written back to its old value not at all). redb
+//! is not touched: the checkpointer writes the changed rows to it later,
+//! in the background.
 //!
 //! With immediate durability the batch keeps a redo record of every row it
 //! writes (truncated with the undo log) and [`Batch::commit`] appends it,
@@ -27,6 +28,7 @@ use super::keys::{split_state_key, state_row_key};
 use super::memtable::{PluginState, Resident, TOUCHED_MAX};
 use super::read::{ScanChunk, ScanState, scan_chunk_in};
 use super::row_bytes::RowBytes;
+use super::rows::Rows;
 use super::wal::Redo;
 use super::{Db, PluginRecord, StorageError, encode};
 use crate::state_hash::StateHash;
@@ -89,6 +91,15 @@ impl Batch {
             .expect("the resident state is lent until commit")
     }
 
+    /// The resident rows, as this batch's writes left them.
+    fn hot_rows(&self) -> &Rows {
+        self.resident
+            .as_ref()
+            .expect("the resident state is lent until commit")
+            .rows
+            .hot()
+    }
+
     fn mark_command_start(&mut self) {
         self.command_start = self.undo.len();
         self.written_at_command_start = self.resident().written.len();
@@ -110,15 +121,10 @@ impl Batch {
         // Stable: of one key's records, the oldest stays first.
         firsts.sort_by(|a, b| a.full_key.cmp(&b.full_key));
         firsts.dedup_by(|later, first| later.full_key == first.full_key);
-        let rows = self
-            .resident
-            .as_ref()
-            .expect("lent until commit")
-            .rows
-            .hot();
+        let rows = self.hot_rows();
         let mut hash = self.hash_at_start;
         for first in firsts {
-            let now = rows.get(first.full_key.as_ref());
+            let now = rows.get(&first.full_key);
             if first.before.as_deref() == now.map(|v| &v[..]) {
                 continue;
             }
@@ -244,12 +250,7 @@ impl Batch {
     /// which run one command per batch.
     pub fn net_writes(&self) -> std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         // Every key written is resident or marked removed.
-        let rows = self
-            .resident
-            .as_ref()
-            .expect("lent until commit")
-            .rows
-            .hot();
+        let rows = self.hot_rows();
         self.undo
             .iter()
             .map(|u| {

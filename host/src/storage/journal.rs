@@ -129,8 +129,8 @@ pub struct JournalEntry {
 }
 
 pub(crate) fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
-    // Sized once: the fixed fields take under 64 bytes, a caller under 128
-    // more than its names.
+    // Sized once for the variable parts (command or config, outcome); 192
+    // bytes cover the fixed fields, the flags and a caller with short names.
     let payload = match &entry.kind {
         EntryKind::Init { config } => config.len(),
         EntryKind::Command { bytes } => bytes.len(),

@@ -24,6 +24,11 @@ pub(crate) fn table_prefix(plugin_id: u32, table: &str) -> RowBytes {
     RowBytes::concat(&[&plugin_id.to_be_bytes(), table.as_bytes(), &[0]])
 }
 
+/// The length of [`table_prefix`] (plugin id, table, `00`), without building it.
+pub(crate) fn table_prefix_len(table: &str) -> usize {
+    size_of::<u32>() + table.len() + 1
+}
+
 /// The full state key of (`plugin_id`, `table`, `key`), built in place
 /// when it is short (no allocation on the command path).
 pub(crate) fn state_row_key(plugin_id: u32, table: &str, key: &[u8]) -> RowBytes {
@@ -83,5 +88,6 @@ mod tests {
             assert!(key.as_slice() < table_prefix(7, "orders0").as_slice());
         }
         assert_eq!(table_prefix(7, "orders").as_slice(), &long[..11]);
+        assert_eq!(table_prefix_len("orders"), 11);
     }
 }

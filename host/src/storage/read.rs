@@ -10,7 +10,9 @@ use bytes::Bytes;
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::journal::{JournalEntry, decode_entry};
-use super::keys::{plugin_end, split_state_key, state_row_key, table_end, table_prefix};
+use super::keys::{
+    plugin_end, split_state_key, state_row_key, table_end, table_prefix, table_prefix_len,
+};
 use super::memtable::Journal;
 use super::row_bytes::RowBytes;
 use super::rows::{RowSet, Rows, row_bytes};
@@ -97,7 +99,7 @@ pub(crate) fn scan_chunk_in(
         lower.as_ref().map(RowBytes::as_slice),
         upper.as_ref().map(RowBytes::as_slice),
     );
-    let prefix_len = table_prefix(plugin_id, &scan.table).len();
+    let prefix_len = table_prefix_len(&scan.table);
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let forward = scan.direction == ScanDirection::Forward;
