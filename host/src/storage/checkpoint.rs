@@ -235,12 +235,15 @@ fn run_locked(db: &DbInner) -> Result<(), StorageError> {
         }
         None => None,
     };
+    // Phase timings, for the debug log.
+    let t0 = Instant::now();
     // 2. Pin.
     let states = db.all_states();
     let budget = db.schedule.policy.resident_bytes_max;
     let pinned: Vec<Pinned> = states.iter().map(|p| p.pin(budget)).collect();
     // 3. Write — only what is durable in the log (a pin may hold batches
     // logged after the cut whose fsync is still running).
+    let t1 = Instant::now();
     let last_record = pinned.iter().map(|p| p.last_record).max().unwrap_or(0);
     let written = db
         .wait_durable(last_record)
@@ -258,11 +261,13 @@ fn run_locked(db: &DbInner) -> Result<(), StorageError> {
             return Err(e);
         }
     };
+    let t2 = Instant::now();
     // 4. Forget what redb holds now, retire the log.
     *db.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
     for (state, pin) in states.iter().zip(&pinned) {
         state.checkpointed(pin, base.clone());
     }
+    let t3 = Instant::now();
     // 5. Make room: evict clean rows of plugins over their budget.
     let mut evicted = 0;
     for (state, pin) in states.iter().zip(&pinned) {
@@ -273,6 +278,15 @@ fn run_locked(db: &DbInner) -> Result<(), StorageError> {
             .unwrap_or_else(|p| p.into_inner())
             .end_checkpoint();
     }
+    tracing::debug!(
+        pin_us = (t1 - t0).as_micros() as u64,
+        write_us = (t2 - t1).as_micros() as u64,
+        forget_us = (t3 - t2).as_micros() as u64,
+        evict_and_retire_log_us = t3.elapsed().as_micros() as u64,
+        writes = pinned.iter().map(|p| p.writes.len()).sum::<usize>(),
+        journal_entries = pinned.iter().map(|p| p.journal.len()).sum::<usize>(),
+        "checkpoint"
+    );
     let mut state = db.schedule.state();
     state.pending = state.pending.saturating_sub(started);
     state.completed += 1;
@@ -322,7 +336,7 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
             }
             // Entries already moved to the archive never come back.
             let archived = super::archive_mark(&meta, pin.plugin_id)?;
-            for (sequence, entry) in pin.journal.range(archived + 1..) {
+            for (sequence, entry) in pin.journal.range(archived + 1..=u64::MAX) {
                 journal
                     .insert((pin.plugin_id, *sequence), entry.as_ref())
                     .map_err(redb_err("checkpoint journal"))?;

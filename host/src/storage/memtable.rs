@@ -37,8 +37,7 @@ use super::row_bytes::RowBytes;
 use super::rows::RowSet;
 use super::{StorageError, keys::plugin_end};
 
-/// Journal entries by sequence (encoded, see [`super::journal`]).
-pub(crate) type Journal = imbl::OrdMap<u64, Bytes>;
+pub(crate) use super::journal_tail::JournalTail as Journal;
 
 /// The state a batch works on.
 pub(crate) struct Resident {
@@ -284,8 +283,8 @@ impl PluginState {
 
 /// Drops from `r` the journal entries and record `pinned` wrote.
 fn forget(r: &mut Resident, pinned: &Pinned) {
-    if let Some((last, _)) = pinned.journal.get_max() {
-        r.journal = r.journal.split(last).1;
+    if let Some(last) = pinned.journal.last_sequence() {
+        r.journal.forget_through(last);
     }
     if r.record == pinned.record {
         r.record = None;

@@ -19,6 +19,7 @@ pub mod archive;
 pub mod batch;
 mod checkpoint;
 pub mod journal;
+mod journal_tail;
 pub(crate) mod keys;
 mod memtable;
 pub mod read;
