@@ -921,9 +921,11 @@ impl Host {
             }
         }
         // redb only ever receives durable commits (checkpoints), so once
-        // the checkpointer has stopped, the files are exactly what a power
-        // cut would leave: the last checkpoint plus the fsynced log.
-        self.db.stop_background();
+        // the checkpointer has stopped — abandoning a checkpoint in
+        // progress before its commit, as a power cut would — the files are
+        // exactly what a power cut would leave: the last checkpoint plus
+        // the fsynced log.
+        self.db.abandon_background();
         drop(self);
     }
 }

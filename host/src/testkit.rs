@@ -168,6 +168,14 @@ impl TestHost {
         self.reopen();
     }
 
+    /// Crashes (see [`crate::Host::crash`]) and stays stopped; [`TestHost::start`]
+    /// opens it again (to time recovery on its own).
+    pub fn crash(&mut self) {
+        if let Some(host) = self.host.take() {
+            host.crash();
+        }
+    }
+
     /// Shuts down cleanly and reopens.
     pub fn restart(&mut self) {
         if let Some(host) = self.host.take() {

@@ -285,7 +285,30 @@ impl Sim {
         let db = self.db.take().unwrap();
         db.stop_background();
         drop(db);
+        if self.rng.random_bool(0.3) {
+            self.tear_the_log();
+        }
         self.open();
+    }
+
+    /// Leaves a torn record at the end of the log, as a crash in the
+    /// middle of a write does: recovery must cut it off (and later
+    /// records, in a new segment, must not make it read as damage).
+    fn tear_the_log(&mut self) {
+        let dir = self.dir.path().join("keel.redb.wal");
+        let Some(last) = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .max()
+        else {
+            return;
+        };
+        let torn: Vec<u8> = (0..self.rng.random_range(1..48))
+            .map(|i| if i < 4 { b"KWAL"[i] } else { self.rng.random() })
+            .collect();
+        let mut file = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+        std::io::Write::write_all(&mut file, &torn).unwrap();
     }
 }
 

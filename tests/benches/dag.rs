@@ -21,7 +21,8 @@
 //! 64-byte signature and its digest, which the plugin recomputes and checks.
 //!
 //! Then the restart of a host whose DAG holds `KEEL_BENCH_RESTART_CERTS`
-//! certificates (default 100 000, n = 4): time from a crash (and from a
+//! certificates (default 100 000, n = 4): time from a crash (once the
+//! crashed host is gone, as a killed process is at once; and from a
 //! clean shutdown) until the plugin answers a query again, and the time of
 //! a full consistency check of that DAG.
 //!
@@ -308,13 +309,17 @@ fn main() {
         before.certificates
     );
     for crash in [true, false] {
-        let start = Instant::now();
+        // From the moment the old host is gone (a killed process does not
+        // wait for anything; the in-process crash waits for its threads).
         if crash {
-            t.crash_and_restart();
+            t.crash();
         } else {
-            t.restart();
+            t.stop();
         }
+        let start = Instant::now();
+        t.start();
         let reopened = start.elapsed().as_secs_f64();
+        let recovered = t.host().status().recovered_batches;
         let after = metadata(&t);
         let serving = start.elapsed().as_secs_f64();
         assert_eq!(after, before, "the DAG changed across the restart");
@@ -328,6 +333,9 @@ fn main() {
             reopened * 1e3,
             serving * 1e3
         );
+        if crash {
+            println!("    (group commits brought back from the write-ahead log: {recovered})");
+        }
     }
     let (seconds, pages) = full_check(&t);
     println!(

@@ -369,7 +369,7 @@ impl Batch {
     /// writes.
     pub fn commit(mut self) -> Result<u64, StorageError> {
         let logged = match self.redo.take() {
-            Some(redo) => self.db.append(redo.as_bytes()),
+            Some(redo) => self.db.append(redo.into_bytes()),
             None => Ok(0),
         };
         let record = match logged {

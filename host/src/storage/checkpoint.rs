@@ -128,6 +128,12 @@ impl Schedule {
         }
     }
 
+    /// Counts bytes put in memory without a batch (the log replayed at
+    /// open), never waiting.
+    pub(crate) fn add_pending(&self, bytes: u64) {
+        self.state().pending += bytes;
+    }
+
     /// Asks the thread to stop (does not wait).
     pub(crate) fn stop(&self) {
         self.state().stop = true;
@@ -185,6 +191,9 @@ fn background(schedule: &Schedule, db: &Weak<DbInner>) {
         }
         let Some(db) = db.upgrade() else { return };
         if let Err(e) = run_if_due(&db) {
+            if db.abandoned.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             tracing::error!(error = %e, "a checkpoint failed; the database refuses writes until restarted");
             // Poisoned: nothing more to write until a restart.
             return;
@@ -221,15 +230,15 @@ fn run_locked(db: &DbInner) -> Result<(), StorageError> {
     // 1. Cut the log.
     let cut = match &db.wal {
         Some(wal) => {
-            let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = wal.begin_checkpoint() {
-                db.poisoned
-                    .store(true, std::sync::atomic::Ordering::Release);
-                return Err(e);
-            }
-            let cut = wal.next_record() - 1;
-            drop(wal);
-            // The rotation fsynced everything written so far.
+            let cut = match wal.begin_checkpoint() {
+                Ok(cut) => cut,
+                Err(e) => {
+                    db.poisoned
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return Err(e);
+                }
+            };
+            // The rotation wrote and fsynced everything appended so far.
             db.mark_synced(cut);
             Some(cut)
         }
@@ -247,7 +256,7 @@ fn run_locked(db: &DbInner) -> Result<(), StorageError> {
     let last_record = pinned.iter().map(|p| p.last_record).max().unwrap_or(0);
     let written = db
         .wait_durable(last_record)
-        .and_then(|()| write(&db.db, &pinned, cut))
+        .and_then(|()| write(db, &pinned, cut))
         .and_then(|()| Base::open(&db.db));
     let base = match written {
         Ok(base) => base,
@@ -274,9 +283,7 @@ fn run_locked(db: &DbInner) -> Result<(), StorageError> {
         evicted += state.evict(pin, budget);
     }
     if let Some(wal) = &db.wal {
-        wal.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .end_checkpoint();
+        wal.end_checkpoint();
     }
     tracing::debug!(
         pin_us = (t1 - t0).as_micros() as u64,
@@ -315,8 +322,13 @@ fn last_write_per_key(writes: &[Write]) -> Vec<(&[u8], Option<&[u8]>)> {
     out
 }
 
-fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(), StorageError> {
-    let txn = db.begin_write().map_err(redb_err("begin checkpoint"))?;
+/// Rows written between two looks at whether the checkpoint is abandoned
+/// ([`super::Db::abandon_background`]).
+const ABANDON_CHECK_ROWS: usize = 1024;
+
+fn write(db: &DbInner, pinned: &[Pinned], cut: Option<u64>) -> Result<(), StorageError> {
+    let abandoned = || db.abandoned.load(std::sync::atomic::Ordering::Acquire);
+    let txn = db.db.begin_write().map_err(redb_err("begin checkpoint"))?;
     {
         let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
         let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
@@ -324,7 +336,10 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
         let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
         for pin in pinned {
             // Each key once, with its last write, in key order.
-            for (k, v) in last_write_per_key(&pin.writes) {
+            for (i, (k, v)) in last_write_per_key(&pin.writes).into_iter().enumerate() {
+                if i % ABANDON_CHECK_ROWS == 0 && abandoned() {
+                    return Err(StorageError::Poisoned);
+                }
                 match v {
                     Some(v) => {
                         state.insert(k, v).map_err(redb_err("checkpoint put"))?;
@@ -362,6 +377,10 @@ fn write(db: &redb::Database, pinned: &[Pinned], cut: Option<u64>) -> Result<(),
                 .transpose()?;
             assert_eq!(back, Some(r), "meta.wal_applied reads back as written");
         }
+    }
+    if abandoned() {
+        // Dropped uncommitted: redb keeps its last commit.
+        return Err(StorageError::Poisoned);
     }
     txn.commit().map_err(redb_err("commit checkpoint"))
 }

@@ -23,6 +23,7 @@ mod journal_tail;
 pub(crate) mod keys;
 mod memtable;
 pub mod read;
+mod recovery;
 pub(crate) mod row_bytes;
 mod rows;
 pub mod wal;
@@ -30,7 +31,7 @@ pub mod wal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -210,8 +211,10 @@ pub(crate) struct DbInner {
     db: redb::Database,
     durability: Durability,
     poisoned: AtomicBool,
+    /// Crash simulation: a checkpoint in progress stops before its commit.
+    abandoned: AtomicBool,
     /// The write-ahead log, with immediate durability.
-    wal: Option<Mutex<wal::Wal>>,
+    wal: Option<wal::Wal>,
     /// Log records applied at open.
     recovered: u64,
     /// Each plugin's resident state, by plugin id, loaded on first use.
@@ -268,20 +271,23 @@ impl DbInner {
             }
             synced.syncing = true;
             drop(synced);
-            let (segment, upto) = wal.lock().unwrap_or_else(|p| p.into_inner()).sync_target();
-            let result = match &segment {
-                Some((file, path)) => file.sync_data().map_err(|source| StorageError::Log {
-                    op: "sync log",
-                    path: path.display().to_string(),
-                    source,
-                }),
+            let result = wal.flush().and_then(|(segment, upto)| match &segment {
+                Some((file, path)) => {
+                    file.sync_data()
+                        .map(|()| upto)
+                        .map_err(|source| StorageError::Log {
+                            op: "sync log",
+                            path: path.display().to_string(),
+                            source,
+                        })
+                }
                 // Rotated away: the rotation fsynced it.
-                None => Ok(()),
-            };
+                None => Ok(upto),
+            });
             synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
             synced.syncing = false;
             match result {
-                Ok(()) => synced.upto = synced.upto.max(upto),
+                Ok(upto) => synced.upto = synced.upto.max(upto),
                 Err(e) => {
                     self.poisoned.store(true, Ordering::Release);
                     drop(synced);
@@ -362,10 +368,11 @@ impl Db {
         Self::open_with(path, durability, CheckpointPolicy::default())
     }
 
-    /// Opens (or creates) the database file at `path`; first applies what
-    /// the write-ahead log beside it (`<file>.wal/`) holds past redb's
-    /// durable point, whatever the durability asked for now. Starts the
-    /// background checkpointer.
+    /// Opens (or creates) the database file at `path`; first brings back
+    /// what the write-ahead log beside it (`<file>.wal/`) holds past redb's
+    /// durable point, whatever the durability asked for now (see
+    /// [`recovery`]: replayed into memory with immediate durability, applied
+    /// to redb with relaxed). Starts the background checkpointer.
     pub fn open_with(
         path: &Path,
         durability: Durability,
@@ -397,11 +404,11 @@ impl Db {
         }
         txn.commit().map_err(redb_err("commit"))?;
         let wal_dir = wal::dir_for(path);
-        let (next_record, recovered) = recover(&db, &wal_dir)?;
+        let keep_log = durability == Durability::Immediate;
+        let pending = recovery::read_pending(&db, &wal_dir, keep_log)?;
+        let next_record = pending.next_record;
         let wal = match durability {
-            Durability::Immediate => {
-                Some(Mutex::new(wal::Wal::open(&wal_dir, next_record, policy)?))
-            }
+            Durability::Immediate => Some(wal::Wal::open(&wal_dir, next_record)?),
             Durability::Relaxed => None,
         };
         let base = read::Base::open(&db)?;
@@ -409,8 +416,9 @@ impl Db {
             db,
             durability,
             poisoned: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             wal,
-            recovered,
+            recovered: pending.recovered,
             states: Mutex::new(HashMap::new()),
             base: Mutex::new(base),
             synced: Mutex::new(Synced {
@@ -422,6 +430,10 @@ impl Db {
             archive_root: path.parent().unwrap_or(Path::new(".")).join("archive"),
             archiving: Mutex::new(()),
         });
+        let db = Db { inner };
+        let replayed = recovery::replay(&db, &pending.records)?;
+        db.inner.schedule.add_pending(replayed);
+        let inner = db.inner;
         checkpoint::spawn(&inner).map_err(|source| StorageError::Log {
             op: "start the checkpointer",
             path: path.display().to_string(),
@@ -449,14 +461,6 @@ impl Db {
         self.inner.schedule.evicted()
     }
 
-    /// The write-ahead log, locked, if this database keeps one.
-    pub(crate) fn wal(&self) -> Option<MutexGuard<'_, wal::Wal>> {
-        self.inner
-            .wal
-            .as_ref()
-            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
     /// Writes every plugin's changed rows to redb in one durable commit
     /// and deletes the write-ahead log before it (also done in the
     /// background by policy). Call on clean shutdown so that the next start
@@ -468,6 +472,18 @@ impl Db {
     /// Stops the background checkpointer and waits for a checkpoint in
     /// progress to finish. Call before closing (or crash-imaging) the files.
     pub fn stop_background(&self) {
+        self.inner.schedule.stop_and_join();
+    }
+
+    /// Stops the background checkpointer the way a power cut would: a
+    /// checkpoint in progress is abandoned before its redb commit (it looks
+    /// between rows), so the files hold the last committed checkpoint and
+    /// the log. The database refuses writes from then on. For crash
+    /// simulation (`Host::crash`): a killed process does not wait for its
+    /// checkpoint either.
+    pub fn abandon_background(&self) {
+        self.inner.abandoned.store(true, Ordering::Release);
+        self.inner.poisoned.store(true, Ordering::Release);
         self.inner.schedule.stop_and_join();
     }
 
@@ -507,14 +523,14 @@ impl Db {
     /// Appends one redo record to the write-ahead log without waiting for
     /// the disk; returns its number (0 without a log), for
     /// [`Db::wait_durable`].
-    pub(crate) fn append(&self, redo: &[u8]) -> Result<u64, StorageError> {
+    pub(crate) fn append(&self, redo: Vec<u8>) -> Result<u64, StorageError> {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
         }
-        match self.wal() {
-            Some(mut wal) => wal.write(redo),
-            None => Ok(0),
-        }
+        Ok(match &self.inner.wal {
+            Some(wal) => wal.append(redo),
+            None => 0,
+        })
     }
 
     /// Waits until log record `record` is durable (one fsync covers every
@@ -835,60 +851,6 @@ pub(crate) fn decode_applied(bytes: &[u8]) -> Result<u64, StorageError> {
         why: format!("{} bytes where a u64 (8 bytes) belongs", bytes.len()),
     })?;
     Ok(u64::from_le_bytes(bytes))
-}
-
-/// Applies the write-ahead log records in `dir` that redb does not hold
-/// yet, durably, and deletes the log. Returns the next record number and
-/// how many records were applied.
-fn recover(db: &redb::Database, dir: &Path) -> Result<(u64, u64), StorageError> {
-    let applied = {
-        let txn = db.begin_read().map_err(redb_err("begin read"))?;
-        let meta = txn.open_table(META).map_err(redb_err("open meta"))?;
-        match meta.get(wal::APPLIED_KEY).map_err(redb_err("read meta"))? {
-            None => 0,
-            // Anything but 8 bytes is damage: reading it as 0 would re-apply
-            // (or skip) log records against the wrong base.
-            Some(v) => decode_applied(v.value())?,
-        }
-    };
-    if !dir.exists() {
-        return Ok((applied + 1, 0));
-    }
-    let (records, torn) = wal::read_all(dir)?;
-    if torn > 0 {
-        tracing::warn!(
-            bytes = torn,
-            "cut a torn record off the end of the write-ahead log (never acknowledged)"
-        );
-    }
-    let pending: Vec<&wal::Record> = records.iter().filter(|r| r.number > applied).collect();
-    if let Some(first) = pending.first()
-        && first.number != applied + 1
-    {
-        return Err(StorageError::Corrupt {
-            what: format!("write-ahead log in {}", dir.display()),
-            why: format!(
-                "the database holds records up to {applied} but the log resumes at {}",
-                first.number
-            ),
-        });
-    }
-    let last = records.last().map_or(applied, |r| r.number.max(applied));
-    if !pending.is_empty() {
-        let txn = db.begin_write().map_err(redb_err("begin write"))?;
-        for record in &pending {
-            wal::apply(&txn, record.number, &record.payload)?;
-        }
-        txn.commit().map_err(redb_err("commit recovery"))?;
-        tracing::info!(
-            batches = pending.len(),
-            last_record = last,
-            "recovered group commits from the write-ahead log"
-        );
-    }
-    // Everything the log held is durable in redb now.
-    wal::delete_segments(dir)?;
-    Ok((last + 1, pending.len() as u64))
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //!
 //! A group commit is made durable by appending one *redo record* — every
 //! row the batch writes to `state`, `journal` and `plugins`, in order — to
-//! the log and fsyncing it once (`fdatasync`). The rows themselves live in
+//! the log and fsyncing it once (`fdatasync`). Appending only queues the
+//! record in memory; the first thread to wait for its durability writes
+//! the queue and fsyncs (see [`Wal`]), so the executing thread spends no
+//! time in the kernel for it. The rows themselves live in
 //! the plugin's in-memory layers until a checkpoint (see
 //! [`super::checkpoint`]) writes them to redb in a durable commit, with
 //! `meta.wal_applied` ([`APPLIED_KEY`]) naming the last record it holds;
@@ -33,8 +36,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
@@ -148,41 +150,99 @@ impl Redo {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The encoded operations, owned (a log record's payload).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
-/// Applies a record's operations inside `txn` (recovery).
-pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), StorageError> {
+/// One operation of a redo record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Op<'a> {
+    /// A `state` row written: full state key, value.
+    Put { key: &'a [u8], value: &'a [u8] },
+    /// A `state` row removed.
+    Remove { key: &'a [u8] },
+    /// A `journal` row.
+    Journal {
+        plugin_id: u32,
+        sequence: u64,
+        entry: &'a [u8],
+    },
+    /// A `plugins` row: the plugin's name and record (bincode).
+    Plugin { name: &'a str, record: &'a [u8] },
+}
+
+/// Decodes the operations of record `number`, in order; damage is an
+/// error naming the record.
+pub(crate) fn decode_ops(number: u64, payload: &[u8]) -> Result<Vec<Op<'_>>, StorageError> {
     let corrupt = |why: &str| StorageError::Corrupt {
         what: format!("write-ahead log record {number}"),
         why: why.to_owned(),
     };
+    let mut ops = Vec::new();
+    let mut r = Reader { bytes: payload };
+    while let Some(op) = r.byte() {
+        ops.push(match op {
+            OP_PUT => {
+                let key = r.field().ok_or_else(|| corrupt("truncated put"))?;
+                let value = r.field().ok_or_else(|| corrupt("truncated put"))?;
+                Op::Put { key, value }
+            }
+            OP_REMOVE => {
+                let key = r.field().ok_or_else(|| corrupt("truncated remove"))?;
+                Op::Remove { key }
+            }
+            OP_JOURNAL => {
+                let plugin_id = r.u32().ok_or_else(|| corrupt("truncated journal row"))?;
+                let sequence = r.u64().ok_or_else(|| corrupt("truncated journal row"))?;
+                let entry = r.field().ok_or_else(|| corrupt("truncated journal row"))?;
+                Op::Journal {
+                    plugin_id,
+                    sequence,
+                    entry,
+                }
+            }
+            OP_PLUGIN => {
+                let name = r.field().ok_or_else(|| corrupt("truncated plugin row"))?;
+                let name = std::str::from_utf8(name).map_err(|_| corrupt("plugin name"))?;
+                let record = r.field().ok_or_else(|| corrupt("truncated plugin row"))?;
+                Op::Plugin { name, record }
+            }
+            other => return Err(corrupt(&format!("unknown operation {other}"))),
+        });
+    }
+    Ok(ops)
+}
+
+/// Applies a record's operations inside `txn` (recovery without a log to
+/// keep them in: relaxed durability).
+pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), StorageError> {
     let mut state = txn.open_table(STATE).map_err(redb_err("open state"))?;
     let mut journal = txn.open_table(JOURNAL).map_err(redb_err("open journal"))?;
     let mut plugins = txn.open_table(PLUGINS).map_err(redb_err("open plugins"))?;
     let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
     let mut marks = std::collections::HashMap::new();
-    let mut r = Reader { bytes: payload };
-    while let Some(op) = r.byte() {
+    for op in decode_ops(number, payload)? {
         match op {
-            OP_PUT => {
-                let key = r.field().ok_or_else(|| corrupt("truncated put"))?;
-                let value = r.field().ok_or_else(|| corrupt("truncated put"))?;
+            Op::Put { key, value } => {
                 state.insert(key, value).map_err(redb_err("recover put"))?;
             }
-            OP_REMOVE => {
-                let key = r.field().ok_or_else(|| corrupt("truncated remove"))?;
+            Op::Remove { key } => {
                 state.remove(key).map_err(redb_err("recover remove"))?;
             }
-            OP_JOURNAL => {
-                let plugin = r.u32().ok_or_else(|| corrupt("truncated journal row"))?;
-                let sequence = r.u64().ok_or_else(|| corrupt("truncated journal row"))?;
-                let entry = r.field().ok_or_else(|| corrupt("truncated journal row"))?;
+            Op::Journal {
+                plugin_id,
+                sequence,
+                entry,
+            } => {
                 // An entry the archive holds stays out of the database.
-                let mark = match marks.get(&plugin) {
+                let mark = match marks.get(&plugin_id) {
                     Some(&m) => m,
                     None => {
-                        let m = super::archive_mark(&meta, plugin)?;
-                        marks.insert(plugin, m);
+                        let m = super::archive_mark(&meta, plugin_id)?;
+                        marks.insert(plugin_id, m);
                         m
                     }
                 };
@@ -190,18 +250,14 @@ pub fn apply(txn: &WriteTransaction, number: u64, payload: &[u8]) -> Result<(), 
                     continue;
                 }
                 journal
-                    .insert((plugin, sequence), entry)
+                    .insert((plugin_id, sequence), entry)
                     .map_err(redb_err("recover journal"))?;
             }
-            OP_PLUGIN => {
-                let name = r.field().ok_or_else(|| corrupt("truncated plugin row"))?;
-                let name = std::str::from_utf8(name).map_err(|_| corrupt("plugin name"))?;
-                let record = r.field().ok_or_else(|| corrupt("truncated plugin row"))?;
+            Op::Plugin { name, record } => {
                 plugins
                     .insert(name, record)
                     .map_err(redb_err("recover plugin"))?;
             }
-            other => return Err(corrupt(&format!("unknown operation {other}"))),
         }
     }
     meta.insert(APPLIED_KEY, number.to_le_bytes().as_slice())
@@ -335,6 +391,42 @@ pub fn read_all(dir: &Path) -> Result<(Vec<Record>, u64), StorageError> {
     Ok((records, torn))
 }
 
+/// [`read_all`] for a log that stays in use: also cuts a torn record off
+/// the end of the last segment (new records go to a new segment, after
+/// which the torn bytes would read as damage) and fsyncs every segment and
+/// the directory, so that whatever is served from the records read is
+/// durable. Returns the records and the bytes cut.
+pub fn recover_segments(dir: &Path) -> Result<(Vec<Record>, u64), StorageError> {
+    let (records, torn) = read_all(dir)?;
+    let segments = segments(dir)?;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err("open log segment", path))?;
+        let mut len = file
+            .metadata()
+            .map_err(io_err("read log segment size", path))?
+            .len();
+        if torn > 0 && i + 1 == segments.len() {
+            len -= torn;
+            file.set_len(len)
+                .map_err(io_err("cut torn log record", path))?;
+        }
+        if len == 0 {
+            // No record: its name may be the next segment's.
+            drop(file);
+            std::fs::remove_file(path).map_err(io_err("delete empty log segment", path))?;
+            continue;
+        }
+        file.sync_all().map_err(io_err("sync log", path))?;
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync log dir", dir))?;
+    Ok((records, torn))
+}
+
 fn parse_record(bytes: &[u8]) -> Option<(Record, usize)> {
     if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
         return None;
@@ -357,19 +449,46 @@ fn parse_record(bytes: &[u8]) -> Option<(Record, usize)> {
     ))
 }
 
-/// The open log: appends records, rotates segments at checkpoints.
+/// The open log.
+///
+/// A batch [`Wal::append`]s its record: it gets its number and joins a
+/// queue in memory, and the executing thread makes no system call. Whoever
+/// first waits for a record's durability ([`super::DbInner::wait_durable`],
+/// the batch's acknowledger as a rule) writes every queued record, in
+/// number order, to the current segment in one `write` ([`Wal::flush`])
+/// and fsyncs it for all of them (group commit). A checkpoint rotates the
+/// segment ([`Wal::begin_checkpoint`]), writing the queue first.
+///
+/// Two locks: the queue's, held by an append for a push, and the
+/// writer's, held while queued records are taken and written and while
+/// the segment rotates, so records reach the files in number order and a
+/// rotation never passes a record taken but not yet written. The writer's
+/// lock is always taken first.
 pub struct Wal {
+    queue: Mutex<Queue>,
+    writer: Mutex<Writer>,
+}
+
+struct Queue {
+    /// The number the next record gets.
+    next_record: u64,
+    /// Records appended and not yet written, in number order: the last
+    /// is numbered `next_record - 1`.
+    records: Vec<Vec<u8>>,
+}
+
+struct Writer {
     dir: PathBuf,
-    policy: CheckpointPolicy,
     /// The segment being appended to and its path, created at the first
-    /// append after a checkpoint.
+    /// write after a checkpoint.
     segment: Option<(Arc<File>, PathBuf)>,
     /// Segments that a durable redb commit in progress makes obsolete.
     obsolete: Vec<PathBuf>,
-    next_record: u64,
-    bytes_since_checkpoint: u64,
-    last_checkpoint: Instant,
-    checkpoints: u64,
+    /// The last record written to a segment (or redb held at open).
+    written: u64,
+    /// A write failed: the records it took are lost, so nothing after
+    /// them may be written (the database is poisoned by then).
+    failed: bool,
     scratch: Vec<u8>,
 }
 
@@ -377,54 +496,120 @@ impl Wal {
     /// Opens the log in `dir` (created if missing) to append records from
     /// `next_record` on. Segments already there must hold nothing redb lacks
     /// (call after recovery); they are deleted at the next checkpoint.
-    pub fn open(
-        dir: &Path,
-        next_record: u64,
-        policy: CheckpointPolicy,
-    ) -> Result<Wal, StorageError> {
+    pub fn open(dir: &Path, next_record: u64) -> Result<Wal, StorageError> {
         std::fs::create_dir_all(dir).map_err(io_err("create log dir", dir))?;
         let obsolete = segments(dir)?.into_iter().map(|(_, p)| p).collect();
         Ok(Wal {
-            dir: dir.to_owned(),
-            policy,
-            segment: None,
-            obsolete,
-            next_record,
-            bytes_since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
-            checkpoints: 0,
-            scratch: Vec::new(),
+            queue: Mutex::new(Queue {
+                next_record,
+                records: Vec::new(),
+            }),
+            writer: Mutex::new(Writer {
+                dir: dir.to_owned(),
+                segment: None,
+                obsolete,
+                written: next_record - 1,
+                failed: false,
+                scratch: Vec::new(),
+            }),
         })
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number the next record gets.
     pub fn next_record(&self) -> u64 {
-        self.next_record
+        self.queue().next_record
     }
 
-    /// Whether the policy asks for a checkpoint now.
-    pub fn checkpoint_due(&self) -> bool {
-        self.bytes_since_checkpoint >= self.policy.log_bytes_max
-            || (self.bytes_since_checkpoint > 0
-                && self.last_checkpoint.elapsed() >= Duration::from_millis(self.policy.interval_ms))
+    /// Queues record `next_record()` (no I/O); returns its number. It is
+    /// durable once a [`Wal::flush`] has written it and the file it
+    /// returns has been fsynced (or the segment rotated, which fsyncs it).
+    pub fn append(&self, payload: Vec<u8>) -> u64 {
+        let mut queue = self.queue();
+        let number = queue.next_record;
+        queue.records.push(payload);
+        queue.next_record += 1;
+        number
     }
 
-    /// Appends record `next_record()` and fsyncs it; returns its number.
-    pub fn append(&mut self, payload: &[u8]) -> Result<u64, StorageError> {
-        let number = self.write(payload)?;
-        if let Some((file, path)) = &self.segment {
-            file.sync_data().map_err(io_err("sync log", path))?;
+    /// Writes every queued record to the current segment; returns what an
+    /// fsync now makes durable: that segment (if any) and the number of the
+    /// last record written.
+    pub fn flush(&self) -> Result<(Option<(Arc<File>, PathBuf)>, u64), StorageError> {
+        let mut writer = self.writer();
+        writer.write_queued(&self.queue)?;
+        Ok((writer.segment.clone(), writer.written))
+    }
+
+    /// Appends a record, writes it and fsyncs it; returns its number.
+    #[cfg(test)]
+    pub fn append_durable(&self, payload: &[u8]) -> Result<u64, StorageError> {
+        let number = self.append(payload.to_vec());
+        if let (Some((file, path)), _) = self.flush()? {
+            file.sync_data().map_err(io_err("sync log", &path))?;
         }
         Ok(number)
     }
 
-    /// Writes record `next_record()` without waiting for the disk; returns
-    /// its number. It is durable once [`Wal::sync_target`]'s file has been
-    /// fsynced (or the segment rotated, which fsyncs it).
-    pub fn write(&mut self, payload: &[u8]) -> Result<u64, StorageError> {
-        let number = self.next_record;
+    /// Called before a durable redb commit: writes the queued records and
+    /// fsyncs the current segment (so that every record appended so far is
+    /// durable), and later records go to a new one; the current ones become
+    /// obsolete once the commit is durable. Returns the last record
+    /// appended (the cut).
+    pub fn begin_checkpoint(&self) -> Result<u64, StorageError> {
+        let mut writer = self.writer();
+        writer.write_queued(&self.queue)?;
+        if let Some((file, path)) = writer.segment.take() {
+            file.sync_data().map_err(io_err("sync log", &path))?;
+            writer.obsolete.push(path);
+        }
+        Ok(writer.written)
+    }
+
+    /// Called after the durable redb commit: deletes obsolete segments.
+    pub fn end_checkpoint(&self) {
+        for path in self.writer().obsolete.drain(..) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete an obsolete log segment");
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Takes the queued records (the queue's lock held only for that) and
+    /// writes them, framed, in one `write` to the current segment (created
+    /// if none).
+    fn write_queued(&mut self, queue: &Mutex<Queue>) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Poisoned);
+        }
+        let (records, next_record) = {
+            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut queue.records), queue.next_record)
+        };
+        let Some(first) = next_record.checked_sub(records.len() as u64) else {
+            unreachable!("the queue holds records numbered before next_record");
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        debug_assert_eq!(
+            first,
+            self.written + 1,
+            "log records are written in number order"
+        );
+        // Until this write succeeds, the records taken are lost if it fails.
+        self.failed = true;
         if self.segment.is_none() {
-            let path = segment_path(&self.dir, number);
+            let path = segment_path(&self.dir, first);
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -436,55 +621,22 @@ impl Wal {
                 .map_err(io_err("sync log dir", &self.dir))?;
             self.segment = Some((Arc::new(file), path));
         }
-        let (file, path) = self.segment.as_ref().expect("opened above");
         self.scratch.clear();
-        self.scratch.extend_from_slice(MAGIC);
-        self.scratch
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.scratch.extend_from_slice(&number.to_le_bytes());
-        self.scratch.extend_from_slice(&checksum(number, payload));
-        self.scratch.extend_from_slice(payload);
+        for (number, payload) in (first..).zip(&records) {
+            self.scratch.extend_from_slice(MAGIC);
+            self.scratch
+                .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.scratch.extend_from_slice(&number.to_le_bytes());
+            self.scratch.extend_from_slice(&checksum(number, payload));
+            self.scratch.extend_from_slice(payload);
+        }
+        let (file, path) = self.segment.as_ref().expect("opened above");
         (&**file)
             .write_all(&self.scratch)
             .map_err(io_err("append log", path))?;
-        self.next_record += 1;
-        self.bytes_since_checkpoint += (HEADER_BYTES + payload.len()) as u64;
-        Ok(number)
-    }
-
-    /// What an fsync now makes durable: the segment being written (if any),
-    /// its path, and the number of the last record written.
-    pub fn sync_target(&self) -> (Option<(Arc<File>, PathBuf)>, u64) {
-        (self.segment.clone(), self.next_record - 1)
-    }
-
-    /// Called before a durable redb commit: fsyncs the current segment (so
-    /// that every record written so far is durable), and later records go
-    /// to a new one; the current ones become obsolete once the commit is
-    /// durable.
-    pub fn begin_checkpoint(&mut self) -> Result<(), StorageError> {
-        if let Some((file, path)) = self.segment.take() {
-            file.sync_data().map_err(io_err("sync log", &path))?;
-            self.obsolete.push(path);
-        }
+        self.written = next_record - 1;
+        self.failed = false;
         Ok(())
-    }
-
-    /// Called after the durable redb commit: deletes obsolete segments.
-    pub fn end_checkpoint(&mut self) {
-        for path in self.obsolete.drain(..) {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not delete an obsolete log segment");
-            }
-        }
-        self.bytes_since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
-        self.checkpoints += 1;
-    }
-
-    /// Checkpoints completed since the log was opened.
-    pub fn checkpoints(&self) -> u64 {
-        self.checkpoints
     }
 }
 
@@ -499,10 +651,6 @@ pub fn dir_for(db_path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn policy() -> CheckpointPolicy {
-        CheckpointPolicy::default()
-    }
-
     fn payload(i: u64) -> Vec<u8> {
         let mut redo = Redo::default();
         redo.state(format!("key-{i}").as_bytes(), Some(&i.to_le_bytes()));
@@ -513,13 +661,13 @@ mod tests {
     #[test]
     fn records_come_back_in_order_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
+        let wal = Wal::open(dir.path(), 1).unwrap();
         for i in 1..=3 {
-            assert_eq!(wal.append(&payload(i)).unwrap(), i);
+            assert_eq!(wal.append_durable(&payload(i)).unwrap(), i);
         }
         wal.begin_checkpoint().unwrap(); // later records go to a second segment
         for i in 4..=5 {
-            wal.append(&payload(i)).unwrap();
+            wal.append_durable(&payload(i)).unwrap();
         }
         assert_eq!(segments(dir.path()).unwrap().len(), 2);
         let (records, torn) = read_all(dir.path()).unwrap();
@@ -535,9 +683,9 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_cut_off_at_every_length() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
-        wal.append(&payload(1)).unwrap();
-        wal.append(&payload(2)).unwrap();
+        let wal = Wal::open(dir.path(), 1).unwrap();
+        wal.append_durable(&payload(1)).unwrap();
+        wal.append_durable(&payload(2)).unwrap();
         let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
         let full = std::fs::read(&path).unwrap();
         let first_len = HEADER_BYTES + payload(1).len();
@@ -552,10 +700,10 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_the_last_record_cuts_it_but_elsewhere_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
-        wal.append(&payload(1)).unwrap();
+        let wal = Wal::open(dir.path(), 1).unwrap();
+        wal.append_durable(&payload(1)).unwrap();
         wal.begin_checkpoint().unwrap();
-        wal.append(&payload(2)).unwrap();
+        wal.append_durable(&payload(2)).unwrap();
         let segs = segments(dir.path()).unwrap();
         // Last segment: a damaged record is the torn end of the log.
         let mut last = std::fs::read(&segs[1].1).unwrap();
@@ -576,49 +724,46 @@ mod tests {
     #[test]
     fn a_gap_in_the_numbers_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1, policy()).unwrap();
-        wal.append(&payload(1)).unwrap();
+        let wal = Wal::open(dir.path(), 1).unwrap();
+        wal.append_durable(&payload(1)).unwrap();
         wal.begin_checkpoint().unwrap();
-        let mut later = Wal::open(dir.path(), 3, policy()).unwrap();
-        later.append(&payload(3)).unwrap();
+        let later = Wal::open(dir.path(), 3).unwrap();
+        later.append_durable(&payload(3)).unwrap();
         let err = read_all(dir.path()).unwrap_err().to_string();
         assert!(err.contains("records are missing"), "{err}");
     }
 
     #[test]
-    fn checkpoints_fall_due_by_bytes_and_by_time() {
+    fn appended_records_reach_the_file_at_flush_or_rotation_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(
-            dir.path(),
-            1,
-            CheckpointPolicy {
-                interval_ms: 3_600_000,
-                log_bytes_max: 100,
-                ..CheckpointPolicy::default()
-            },
-        )
-        .unwrap();
-        assert!(!wal.checkpoint_due(), "nothing logged");
-        wal.append(&[0; 10]).unwrap();
-        assert!(!wal.checkpoint_due());
-        wal.append(&[0; 100]).unwrap();
-        assert!(wal.checkpoint_due(), "over the byte budget");
-        wal.begin_checkpoint().unwrap();
-        wal.end_checkpoint();
-        assert!(!wal.checkpoint_due());
-        let mut timed = Wal::open(
-            dir.path(),
-            10,
-            CheckpointPolicy {
-                interval_ms: 0,
-                log_bytes_max: u64::MAX,
-                ..CheckpointPolicy::default()
-            },
-        )
-        .unwrap();
-        assert!(!timed.checkpoint_due(), "an idle log needs no checkpoint");
-        timed.append(&[1]).unwrap();
-        assert!(timed.checkpoint_due());
+        let wal = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(wal.append(payload(1)), 1);
+        assert_eq!(wal.append(payload(2)), 2);
+        let (records, _) = read_all(dir.path()).unwrap();
+        assert!(records.is_empty(), "appending makes no system call");
+        let (segment, upto) = wal.flush().unwrap();
+        assert!(segment.is_some());
+        assert_eq!(upto, 2);
+        assert_eq!(wal.append(payload(3)), 3);
+        // A rotation writes what is queued into the segment it closes.
+        assert_eq!(wal.begin_checkpoint().unwrap(), 3);
+        assert_eq!(wal.append(payload(4)), 4);
+        assert_eq!(wal.flush().unwrap().1, 4);
+        let segs = segments(dir.path()).unwrap();
+        assert_eq!(
+            segs.iter().map(|(first, _)| *first).collect::<Vec<_>>(),
+            [1, 4]
+        );
+        let (records, torn) = read_all(dir.path()).unwrap();
+        assert_eq!(torn, 0);
+        assert_eq!(
+            records.iter().map(|r| r.number).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(records[2].payload, payload(3));
+        // Nothing queued: a flush writes nothing and names the same point.
+        assert_eq!(wal.flush().unwrap().1, 4);
+        assert_eq!(read_all(dir.path()).unwrap().0.len(), 4);
     }
 
     #[test]
