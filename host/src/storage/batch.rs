@@ -115,17 +115,25 @@ impl Batch {
 
     /// The state hash including every kept write so far: the hash before
     /// the batch, and for each key written since, its value before the
-    /// batch (its first undo record's) out and its value now in.
+    /// batch (its first undo record's) out and its value now (its last
+    /// write's) in. Both come from the batch's own lists (its undo records
+    /// and the writes beside them, one each per write), so no row is
+    /// looked up in the map.
     pub fn state_hash(&self) -> StateHash {
-        let mut firsts: Vec<&Undo> = self.undo.iter().collect();
-        // Stable: of one key's records, the oldest stays first.
-        firsts.sort_by(|a, b| a.full_key.cmp(&b.full_key));
-        firsts.dedup_by(|later, first| later.full_key == first.full_key);
-        let rows = self.hot_rows();
+        let resident = self
+            .resident
+            .as_ref()
+            .expect("the resident state is lent until commit");
+        let written = &resident.written[self.written_at_start..];
+        debug_assert_eq!(written.len(), self.undo.len(), "one undo record per write");
+        let mut order: Vec<usize> = (0..self.undo.len()).collect();
+        // Stable: of one key's writes, the oldest stays first.
+        order.sort_by(|&a, &b| self.undo[a].full_key.cmp(&self.undo[b].full_key));
         let mut hash = self.hash_at_start;
-        for first in firsts {
-            let now = rows.get(&first.full_key);
-            if first.before.as_deref() == now.map(|v| &v[..]) {
+        for same_key in order.chunk_by(|&a, &b| self.undo[a].full_key == self.undo[b].full_key) {
+            let first = &self.undo[same_key[0]];
+            let now = written[same_key[same_key.len() - 1]].1.as_deref();
+            if first.before.as_deref() == now {
                 continue;
             }
             let (table, key) = split_state_key(&first.full_key)
