@@ -15,6 +15,10 @@
 //! instance policy instead of the default `batch`); (3) runs on the first `KEEL_BENCH_BASELINE_ORDERS`
 //! orders (default 3 000) since it is ~100× slower; its rate is per order.
 //!
+//! Then the host's cost per command of three shapes (a refused cancel, a
+//! deposit, a resting order), each beside the same commands run natively
+//! (the plugin's own work), so the host's share of each can be read off.
+//!
 //! Stream (fixed seed): 4 markets, 1000 pre-funded users; ~60 % resting
 //! limit orders 1–30 ticks behind a drifting mid, ~25 % crossing orders
 //! (limit through the spread, IOC, market, FOK), ~15 % cancels of live orders.
@@ -465,7 +469,9 @@ fn main() {
         })
         .collect();
     println!();
-    println!("host cost by command shape (same host settings, {m} commands each):");
+    println!(
+        "host cost by command shape (same host settings, {m} commands each; native: the same commands through the Harness, the plugin's own work):"
+    );
     for (label, cmds) in [
         ("refused command (parse, 1 read, journal only)", &refused),
         ("deposit (2 rows written)", &deposits),
@@ -474,11 +480,13 @@ fn main() {
         let t = TestHost::new();
         t.deploy_file(&component);
         let run = host(&t, cmds, in_flight);
+        let (own, _) = native(base, cmds);
         println!(
-            "  {label:<52} {:>8.0}/s  {:>7.2} µs wall  {:>7.2} µs CPU",
+            "  {label:<52} {:>8.0}/s  {:>7.2} µs wall  {:>7.2} µs CPU  native {:>5.2} µs",
             run.rate(),
             1e6 / run.rate(),
-            1e6 * run.cpu_seconds / run.orders as f64
+            1e6 * run.cpu_seconds / run.orders as f64,
+            own.seconds / own.orders as f64 * 1e6
         );
     }
     println!();
