@@ -857,6 +857,70 @@ pub(crate) fn decode_applied(bytes: &[u8]) -> Result<u64, StorageError> {
 mod tests {
     use super::*;
 
+    /// Commits one batch of `plugin` writing `key` = `value`, durably.
+    fn put(db: &Db, plugin: u32, key: &[u8], value: &[u8]) {
+        let mut batch = db.begin_batch(plugin).unwrap();
+        batch.begin_command();
+        batch.write(plugin, "t", key, Some(value)).unwrap();
+        batch.keep_command();
+        batch.commit_durable().unwrap();
+    }
+
+    fn segments(path: &Path) -> usize {
+        std::fs::read_dir(wal::dir_for(path))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn recovery_replays_into_memory_and_the_next_checkpoint_retires_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.redb");
+        let policy = CheckpointPolicy {
+            interval_ms: 3_600_000,
+            ..CheckpointPolicy::default()
+        };
+        let db = Db::open_with(&path, Durability::Immediate, policy).unwrap();
+        put(&db, 7, b"a", b"1");
+        put(&db, 7, b"b", b"2");
+        db.abandon_background(); // a power cut: nothing checkpointed
+        drop(db);
+
+        let db = Db::open_with(&path, Durability::Immediate, policy).unwrap();
+        assert_eq!(db.recovered_batches(), 2);
+        assert_eq!(
+            db.view(7).unwrap().get(7, "t", b"b").unwrap(),
+            Some(b"2".to_vec())
+        );
+        // The replayed records are still only in the log (and memory).
+        assert!(segments(&path) > 0);
+        put(&db, 7, b"c", b"3");
+        db.abandon_background(); // a second cut before any checkpoint
+        drop(db);
+
+        let db = Db::open_with(&path, Durability::Immediate, policy).unwrap();
+        assert_eq!(
+            db.recovered_batches(),
+            3,
+            "the log kept the first replay's records"
+        );
+        db.checkpoint().unwrap();
+        assert_eq!(
+            segments(&path),
+            0,
+            "the checkpoint wrote them to redb and retired the log"
+        );
+        db.abandon_background();
+        drop(db);
+
+        let db = Db::open_with(&path, Durability::Immediate, policy).unwrap();
+        assert_eq!(db.recovered_batches(), 0);
+        let view = db.view(7).unwrap();
+        for (k, v) in [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")] {
+            assert_eq!(view.get(7, "t", k).unwrap(), Some(v.to_vec()));
+        }
+    }
+
     #[test]
     fn a_damaged_wal_applied_refuses_to_open_instead_of_reading_zero() {
         // It used to decode as 0, so recovery would have re-applied every
