@@ -481,6 +481,7 @@ impl Db {
     /// the log. The database refuses writes from then on. For crash
     /// simulation (`Host::crash`): a killed process does not wait for its
     /// checkpoint either.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn abandon_background(&self) {
         self.inner.abandoned.store(true, Ordering::Release);
         self.inner.poisoned.store(true, Ordering::Release);
