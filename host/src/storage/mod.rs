@@ -211,11 +211,9 @@ pub(crate) struct DbInner {
     db: redb::Database,
     durability: Durability,
     poisoned: AtomicBool,
-    /// Crash simulation: a checkpoint in progress stops before its commit.
-    abandoned: AtomicBool,
     /// The write-ahead log, with immediate durability.
     wal: Option<wal::Wal>,
-    /// Log records applied at open.
+    /// Log records brought back at open (replayed or applied).
     recovered: u64,
     /// Each plugin's resident state, by plugin id, loaded on first use.
     states: Mutex<HashMap<u32, Arc<memtable::PluginState>>>,
@@ -416,7 +414,6 @@ impl Db {
             db,
             durability,
             poisoned: AtomicBool::new(false),
-            abandoned: AtomicBool::new(false),
             wal,
             recovered: pending.recovered,
             states: Mutex::new(HashMap::new()),
@@ -475,15 +472,14 @@ impl Db {
         self.inner.schedule.stop_and_join();
     }
 
-    /// Stops the background checkpointer the way a power cut would: a
-    /// checkpoint in progress is abandoned before its redb commit (it looks
-    /// between rows), so the files hold the last committed checkpoint and
-    /// the log. The database refuses writes from then on. For crash
-    /// simulation (`Host::crash`): a killed process does not wait for its
-    /// checkpoint either.
+    /// Stops the background checkpointer the way a power cut would: the
+    /// database is poisoned (it refuses writes from then on), and a
+    /// checkpoint in progress, which looks between rows, abandons its
+    /// redb commit, so the files hold the last committed checkpoint and
+    /// the log. For crash simulation (`Host::crash`): a killed process
+    /// does not wait for its checkpoint either.
     #[cfg(any(test, feature = "testkit"))]
     pub fn abandon_background(&self) {
-        self.inner.abandoned.store(true, Ordering::Release);
         self.inner.poisoned.store(true, Ordering::Release);
         self.inner.schedule.stop_and_join();
     }

@@ -595,12 +595,10 @@ impl Writer {
             let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
             (std::mem::take(&mut queue.records), queue.next_record)
         };
-        let Some(first) = next_record.checked_sub(records.len() as u64) else {
-            unreachable!("the queue holds records numbered before next_record");
-        };
         if records.is_empty() {
             return Ok(());
         }
+        let first = next_record - records.len() as u64;
         debug_assert_eq!(
             first,
             self.written + 1,
