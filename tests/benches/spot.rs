@@ -17,7 +17,9 @@
 //!
 //! Then the host's cost per command of three shapes (a refused cancel, a
 //! deposit, a resting order), each beside the same commands run natively
-//! (the plugin's own work), so the host's share of each can be read off.
+//! (the plugin's own work), so the host's share of each can be read off;
+//! `KEEL_BENCH_SHAPE=refused|deposit|resting` runs only that shape, with
+//! `KEEL_BENCH_ORDERS` commands (for profiling it).
 //!
 //! Stream (fixed seed): 4 markets, 1000 pre-funded users; ~60 % resting
 //! limit orders 1–30 ticks behind a drifting mid, ~25 % crossing orders
@@ -342,6 +344,68 @@ fn redb_per_order(base: u64, commands: &[Vec<u8>]) -> Run {
     }
 }
 
+/// The host's cost per command of a few simple shapes, `m` commands each,
+/// beside the same commands run natively; `only` runs one shape alone.
+fn shapes(
+    component: &str,
+    base: u64,
+    commands: &[Vec<u8>],
+    labels: &[&str],
+    m: usize,
+    in_flight: usize,
+    only: Option<&str>,
+) {
+    let resting: Vec<Vec<u8>> = commands
+        .iter()
+        .zip(labels)
+        .filter(|(_, l)| **l == "resting limit")
+        .map(|(c, _)| c.clone())
+        .take(m)
+        .collect();
+    let refused: Vec<Vec<u8>> = vec![br#"{"cancel":{"user":1,"order":999999999}}"#.to_vec(); m];
+    let deposits: Vec<Vec<u8>> = (0..m)
+        .map(|i| {
+            format!(
+                r#"{{"deposit":{{"user":{},"asset":"USD","amount":1}}}}"#,
+                1 + i as u64 % USERS
+            )
+            .into_bytes()
+        })
+        .collect();
+    println!();
+    println!(
+        "host cost by command shape (same host settings, {m} commands each; native: the same commands through the Harness, the plugin's own work):"
+    );
+    for (name, label, cmds) in [
+        (
+            "refused",
+            "refused command (parse, 1 read, journal only)",
+            &refused,
+        ),
+        ("deposit", "deposit (2 rows written)", &deposits),
+        (
+            "resting",
+            "resting limit order (3 rows written, 1 scan)",
+            &resting,
+        ),
+    ] {
+        if only.is_some_and(|only| only != name) {
+            continue;
+        }
+        let t = TestHost::new();
+        t.deploy_file(component);
+        let run = host(&t, cmds, in_flight);
+        let (own, _) = native(base, cmds);
+        println!(
+            "  {label:<52} {:>8.0}/s  {:>7.2} µs wall  {:>7.2} µs CPU  native {:>5.2} µs",
+            run.rate(),
+            1e6 / run.rate(),
+            1e6 * run.cpu_seconds / run.orders as f64,
+            own.seconds / own.orders as f64 * 1e6
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; arguments are ignored.
     let n = env("KEEL_BENCH_ORDERS", 100_000);
@@ -380,6 +444,25 @@ fn main() {
         generated.elapsed().as_secs_f64()
     );
     println!("mix: {kinds:?}");
+    // KEEL_BENCH_SHAPE=refused|deposit|resting: only that shape, n
+    // commands of it (for profiling one shape).
+    if let Ok(shape) = std::env::var("KEEL_BENCH_SHAPE") {
+        assert!(
+            ["refused", "deposit", "resting"].contains(&shape.as_str()),
+            "KEEL_BENCH_SHAPE={shape:?}: refused, deposit or resting"
+        );
+        drop(t);
+        shapes(
+            &component,
+            base,
+            &commands,
+            &labels,
+            n,
+            in_flight,
+            Some(&shape),
+        );
+        return;
+    }
 
     let (mut nat, native_fp) = native(base, &commands);
     let mut durable = host(&t, &commands, in_flight);
@@ -450,45 +533,15 @@ fn main() {
         nat.refused
     );
     // What bounds (1): the host's cost per command of a few simple shapes.
-    let m = (n / 5).max(1000);
-    let resting: Vec<Vec<u8>> = commands
-        .iter()
-        .zip(&labels)
-        .filter(|(_, l)| **l == "resting limit")
-        .map(|(c, _)| c.clone())
-        .take(m)
-        .collect();
-    let refused: Vec<Vec<u8>> = vec![br#"{"cancel":{"user":1,"order":999999999}}"#.to_vec(); m];
-    let deposits: Vec<Vec<u8>> = (0..m)
-        .map(|i| {
-            format!(
-                r#"{{"deposit":{{"user":{},"asset":"USD","amount":1}}}}"#,
-                1 + i as u64 % USERS
-            )
-            .into_bytes()
-        })
-        .collect();
-    println!();
-    println!(
-        "host cost by command shape (same host settings, {m} commands each; native: the same commands through the Harness, the plugin's own work):"
+    shapes(
+        &component,
+        base,
+        &commands,
+        &labels,
+        (n / 5).max(1000),
+        in_flight,
+        None,
     );
-    for (label, cmds) in [
-        ("refused command (parse, 1 read, journal only)", &refused),
-        ("deposit (2 rows written)", &deposits),
-        ("resting limit order (3 rows written, 1 scan)", &resting),
-    ] {
-        let t = TestHost::new();
-        t.deploy_file(&component);
-        let run = host(&t, cmds, in_flight);
-        let (own, _) = native(base, cmds);
-        println!(
-            "  {label:<52} {:>8.0}/s  {:>7.2} µs wall  {:>7.2} µs CPU  native {:>5.2} µs",
-            run.rate(),
-            1e6 / run.rate(),
-            1e6 * run.cpu_seconds / run.orders as f64,
-            own.seconds / own.orders as f64 * 1e6
-        );
-    }
     println!();
     println!(
         "CPU µs/ord: process CPU time (all threads) per order, less sensitive than wall time to other load on the machine"
