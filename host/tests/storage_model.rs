@@ -307,8 +307,24 @@ impl Sim {
         let torn: Vec<u8> = (0..self.rng.random_range(1..48))
             .map(|i| if i < 4 { b"KWAL"[i] } else { self.rng.random() })
             .collect();
-        let mut file = std::fs::OpenOptions::new().append(true).open(last).unwrap();
-        std::io::Write::write_all(&mut file, &torn).unwrap();
+        // The torn write lands where the segment's records end: a
+        // recycled segment has older records after them.
+        let first: u64 = last
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("a segment is named by its first record");
+        let bytes = std::fs::read(&last).unwrap();
+        let (mut at, mut expected) = (0, first);
+        while bytes.len() >= at + 32
+            && &bytes[at..at + 4] == b"KWAL"
+            && u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) == expected
+        {
+            at += 32 + u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            expected += 1;
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &torn, at as u64).unwrap();
     }
 }
 

@@ -15,7 +15,8 @@
 //!    entries, plugin records and `meta.wal_applied = R`, in one durable
 //!    redb commit, on this thread, while every plugin keeps executing;
 //! 4. forgets the journal entries it wrote, moves each plugin's redb
-//!    snapshot forward, and deletes the log segments up to `R`.
+//!    snapshot forward, and retires the log segments up to `R` (kept as
+//!    spares for reuse, or deleted: see [`super::wal`]).
 //!
 //! A pin may also hold batches logged after `R`; recovery applies records
 //! after `R` again, and since records hold absolute rows, applying them

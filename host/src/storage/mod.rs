@@ -863,9 +863,16 @@ mod tests {
         batch.commit_durable().unwrap();
     }
 
+    /// Log segments (not spares) beside the database at `path`.
     fn segments(path: &Path) -> usize {
         std::fs::read_dir(wal::dir_for(path))
-            .map(|d| d.count())
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+                })
+                .count()
+            })
             .unwrap_or(0)
     }
 

@@ -72,9 +72,10 @@ pub(crate) fn read_pending(
         wal::read_all(dir)?
     };
     if torn > 0 {
-        tracing::warn!(
+        // Normal after a restart on a recycled segment: info, not a warning.
+        tracing::info!(
             bytes = torn,
-            "cut a torn record off the end of the write-ahead log (never acknowledged)"
+            "cut the bytes after the last record off the end of the write-ahead log (a torn record, never acknowledged, or records of the recycled file's earlier use)"
         );
     }
     let last = records.last().map_or(applied, |r| r.number.max(applied));
