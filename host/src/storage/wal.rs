@@ -333,50 +333,47 @@ fn segment_path(dir: &Path, first_record: u64) -> PathBuf {
     dir.join(format!("{first_record:020}.wal"))
 }
 
-/// The segments in `dir`, by first record number.
-fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
-    let mut out = Vec::new();
+/// The files of the log in `dir`, from one listing: its segments by
+/// first record number, and its spares (see [`SPARE_SEGMENTS_MAX`]).
+fn log_files(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>), StorageError> {
+    let (mut segments, mut spares) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir).map_err(io_err("list log", dir))? {
         let entry = entry.map_err(io_err("list log", dir))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
-            continue;
-        };
-        if let Ok(first) = stem.parse::<u64>() {
-            out.push((first, entry.path()));
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(SPARE_SUFFIX) {
+            spares.push(entry.path());
+        } else if let Some(Ok(first)) = name.strip_suffix(".wal").map(str::parse::<u64>) {
+            segments.push((first, entry.path()));
         }
     }
-    out.sort();
-    Ok(out)
+    segments.sort();
+    spares.sort();
+    Ok((segments, spares))
+}
+
+/// The segments in `dir`, by first record number.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    Ok(log_files(dir)?.0)
 }
 
 /// Deletes every segment in `dir` (after recovery made them durable in
 /// redb), and every spare.
 pub fn delete_segments(dir: &Path) -> Result<(), StorageError> {
-    for (_, path) in segments(dir)? {
+    let (segments, spares) = log_files(dir)?;
+    for (_, path) in segments {
         std::fs::remove_file(&path).map_err(io_err("delete recovered segment", &path))?;
     }
-    for path in spares(dir)? {
+    for path in spares {
         std::fs::remove_file(&path).map_err(io_err("delete spare segment", &path))?;
     }
     Ok(())
 }
 
-/// The spare segments in `dir` (see [`SPARE_SEGMENTS_MAX`]).
+/// The spare segments in `dir`.
+#[cfg(test)]
 fn spares(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_err("list log", dir))? {
-        let entry = entry.map_err(io_err("list log", dir))?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(SPARE_SUFFIX))
-        {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(log_files(dir)?.1)
 }
 
 /// One record read back.
@@ -562,8 +559,8 @@ impl Wal {
     /// (call after recovery); they are deleted at the next checkpoint.
     pub fn open(dir: &Path, next_record: u64) -> Result<Wal, StorageError> {
         std::fs::create_dir_all(dir).map_err(io_err("create log dir", dir))?;
-        let obsolete = segments(dir)?.into_iter().map(|(_, p)| p).collect();
-        let mut spares = spares(dir)?;
+        let (segments, mut spares) = log_files(dir)?;
+        let obsolete = segments.into_iter().map(|(_, p)| p).collect();
         for extra in spares.split_off(spares.len().min(SPARE_SEGMENTS_MAX)) {
             std::fs::remove_file(&extra).map_err(io_err("delete spare segment", &extra))?;
         }
